@@ -15,7 +15,7 @@ setup(
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
     ],
-    package_data={"earl_ros": ["config/*"]},
+    package_data={"earl_ros": ["config/*"], "training": ["configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -26,10 +26,10 @@ setup(
         "pillow",
         "PyYAML",
         "onnx",
+        "onnxruntime",
         "Levenshtein",
     ],
     extras_require={
-        "cpu": ["onnxruntime"],
         "ros": ["rosbags", "mcap", "opencv-python-headless"],
         "train": ["accelerate", "peft", "nltk", "pycocoevalcap", "pycocotools", "tqdm"],
         # Never installed by CI: TensorRT wheels fetch their libraries from an unreachable server.

@@ -1,0 +1,113 @@
+"""earl-infer: one frame + one query through the EARL pipeline, no ROS.
+
+    earl-infer --model DIR --image IMG --query TEXT [--out DIR] [--mask-backend B] [--json] [--device D]
+
+Prints the result as JSON (the contract of ARCHITECTURE.md: answer, entities, boxes in original
+pixels, scores, no_target, description, timings_ms; plus parse_status and query_truncated). With
+--out, writes mask.png (uint8 label map of the image's size: 0 background, i = entity i) and
+overlay.png. Without --json the JSON is indented for people. Errors: one line on stderr, exit code 2
+(set EARL_DEBUG=1 for the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _default_model() -> Path | None:
+    """models/earl-tiny-synth in the working directory or in the source checkout, if present."""
+    import earl_ros
+
+    repo = Path(earl_ros.__file__).resolve().parents[1]
+    for cand in (Path.cwd() / "models" / "earl-tiny-synth", repo / "models" / "earl-tiny-synth"):
+        if (cand / "earl.yaml").is_file():
+            return cand
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="earl-infer", description="EARL: answer + boxes + masks for one image and query")
+    ap.add_argument("--model", help="model directory with earl.yaml (default: models/earl-tiny-synth)")
+    ap.add_argument("--image", required=True, help="image file (any PIL-readable format)")
+    ap.add_argument("--query", required=True, help="question about the hands and objects")
+    ap.add_argument("--out", help="directory for mask.png and overlay.png")
+    ap.add_argument("--mask-backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    ap.add_argument("--json", action="store_true", help="print compact single-line JSON")
+    return ap
+
+
+def run(args) -> dict:
+    from PIL import Image
+
+    from earl_ros.model.errors import EmptyQueryError, ModelDirError
+    from earl_ros.model.images import load_image
+    from earl_ros.model.manifest import Manifest
+
+    # Cheap checks first: a bad model dir, query or image is reported before torch is even imported.
+    model = Path(args.model) if args.model else _default_model()
+    if model is None:
+        raise ModelDirError(
+            "no --model given and models/earl-tiny-synth does not exist; build a tiny model with "
+            "`python -m earl_ros.model.tiny models/earl-tiny-synth --segmenter sam` or pass --model DIR"
+        )
+    if not args.query.strip():
+        raise EmptyQueryError("the query is empty")
+    Manifest.load(model)
+    img = load_image(args.image)
+
+    _quiet_transformers()
+    from earl_ros.model.overlay import draw_overlay
+    from earl_ros.model.pipeline import EarlPipeline
+
+    pipe = EarlPipeline.from_dir(model, device=args.device, mask_backend=args.mask_backend)
+    g = pipe.answer(img, args.query)
+    result = g.to_json()
+    result["parse_status"] = g.parse_status
+    result["query_truncated"] = bool(g.query_truncated)
+    result["image_size"] = [int(g.image_size[0]), int(g.image_size[1])]
+    result["model"] = pipe.model_id
+    result["mask_backend"] = pipe.mask_backend
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(g.label_map()).save(out / "mask.png")
+        Image.fromarray(draw_overlay(img, g)).save(out / "overlay.png")
+        result["files"] = {"mask": str(out / "mask.png"), "overlay": str(out / "overlay.png")}
+    return result
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or load reports on stdout/stderr: stdout is the JSON, stderr the one error line."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except Exception as e:  # every failure is one clear line, never a traceback
+        from earl_ros.model.errors import EarlError
+
+        if os.environ.get("EARL_DEBUG"):
+            raise
+        msg = str(e) if isinstance(e, EarlError) else f"{type(e).__name__}: {e}"
+        print(f"earl-infer: error: {msg}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

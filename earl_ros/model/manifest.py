@@ -1,0 +1,173 @@
+"""The model directory manifest, `earl.yaml`.
+
+A model directory names every part the pipeline needs; each part is a local Hugging Face format
+directory (or file), given relative to the directory (absolute paths are allowed for deployments that
+share checkpoints). Example (docs/CONTRACTS.md):
+
+    format: earl-model/1
+    name: earl-tiny
+    prompt_version: earl-prompt-v1
+    coarse:    {path: coarse, pooling: mean}          # HF Qwen2.5-VL dir (+ processor); optional lora
+    response:  {path: response, lora: null, afs: afs, afs_alpha: 1.0}
+    segmenter: {type: sam, path: sam, decoder_onnx: null}
+    limits:    {max_image_side: 1280, max_query_tokens: 64, max_new_tokens: 96}
+
+`Manifest.load` validates the file and that every named part exists, and fails with a
+`ModelDirError` whose message names the missing file and how to fix it: startup problems must be
+one clear line, not a stack trace from deep inside transformers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ModelDirError
+from .prompts import PROMPT_VERSION
+
+MANIFEST_NAME = "earl.yaml"
+FORMAT = "earl-model/1"
+POOLINGS = ("mean", "last")
+SEGMENTER_TYPES = ("sam", "sam2")
+
+DEFAULT_LIMITS = {
+    "max_image_side": 1280,
+    "max_query_tokens": 64,
+    "max_new_tokens": 96,
+    "coarse_max_new_tokens": 64,
+}
+
+_BUILD_HINT = "build a tiny test model with `python -m earl_ros.model.tiny DIR --segmenter sam`"
+
+
+@dataclass
+class StageSpec:
+    path: Path
+    lora: Path | None = None
+    pooling: str = "mean"  # coarse only
+    afs: Path | None = None  # response only
+    afs_alpha: float = 1.0  # response only
+
+
+@dataclass
+class SegmenterSpec:
+    type: str
+    path: Path
+    decoder_onnx: Path | None = None
+
+
+@dataclass
+class Manifest:
+    root: Path
+    name: str
+    prompt_version: str
+    coarse: StageSpec
+    response: StageSpec
+    segmenter: SegmenterSpec
+    limits: dict = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def file(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Manifest":
+        root = Path(model_dir).expanduser()
+        if not root.exists():
+            raise ModelDirError(f"model directory {root} does not exist ({_BUILD_HINT}, or pass --model)")
+        if not root.is_dir():
+            raise ModelDirError(f"model directory {root} is not a directory")
+        mf = root / MANIFEST_NAME
+        if not mf.is_file():
+            raise ModelDirError(f"{mf} is missing: a model directory needs an {MANIFEST_NAME} manifest ({_BUILD_HINT})")
+        try:
+            raw = yaml.safe_load(mf.read_text())
+        except yaml.YAMLError as e:
+            raise ModelDirError(f"{mf} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ModelDirError(f"{mf} must be a YAML mapping (see docs/CONTRACTS.md)")
+        return cls.from_dict(raw, root.resolve())
+
+    @classmethod
+    def from_dict(cls, raw: dict, root: Path) -> "Manifest":
+        mf = root / MANIFEST_NAME
+
+        def section(key: str) -> dict:
+            sec = raw.get(key)
+            if not isinstance(sec, dict):
+                raise ModelDirError(f"{mf}: section '{key}' is missing or not a mapping (see docs/CONTRACTS.md)")
+            return sec
+
+        def path_of(sec: dict, key: str, where: str, required: bool = True, kind: str = "dir") -> Path | None:
+            value = sec.get(key)
+            if value in (None, "", "null"):
+                if required:
+                    raise ModelDirError(f"{mf}: '{where}.{key}' is required")
+                return None
+            p = Path(str(value)).expanduser()
+            p = p if p.is_absolute() else root / p
+            ok = p.is_dir() if kind == "dir" else p.is_file() if kind == "file" else p.exists()
+            if not ok:
+                raise ModelDirError(
+                    f"{p} is missing (named by '{where}.{key}' in {mf}); put the {where} checkpoint there "
+                    f"or fix the path in {MANIFEST_NAME}"
+                )
+            return p
+
+        fmt = raw.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise ModelDirError(f"{mf}: unsupported format {fmt!r} (expected {FORMAT!r})")
+        pv = raw.get("prompt_version", PROMPT_VERSION)
+        if pv != PROMPT_VERSION:
+            raise ModelDirError(
+                f"{mf}: prompt_version {pv!r} does not match this code's {PROMPT_VERSION!r}; "
+                "retrain/export the model with this version or use a matching earl_ros"
+            )
+
+        c = section("coarse")
+        coarse = StageSpec(path=path_of(c, "path", "coarse"), lora=path_of(c, "lora", "coarse", required=False),
+                           pooling=str(c.get("pooling", "mean")))
+        if coarse.pooling not in POOLINGS:
+            raise ModelDirError(f"{mf}: coarse.pooling must be one of {POOLINGS}, got {coarse.pooling!r}")
+        for f in ("config.json",):
+            if not (coarse.path / f).is_file():
+                raise ModelDirError(f"{coarse.path / f} is missing (coarse model is not a Hugging Face model dir)")
+
+        r = section("response")
+        response = StageSpec(
+            path=path_of(r, "path", "response"),
+            lora=path_of(r, "lora", "response", required=False),
+            afs=path_of(r, "afs", "response", required=True),
+            afs_alpha=float(r.get("afs_alpha", 1.0)),
+        )
+        for d, f in ((response.path, "config.json"), (response.afs, "config.json"), (response.afs, "model.safetensors")):
+            if not (d / f).is_file():
+                raise ModelDirError(f"{d / f} is missing (named by {MANIFEST_NAME} in {root})")
+        if response.lora is not None and not (response.lora / "adapter_config.json").is_file():
+            raise ModelDirError(f"{response.lora / 'adapter_config.json'} is missing (response.lora is not a peft adapter dir)")
+
+        s = section("segmenter")
+        seg_type = str(s.get("type", "sam"))
+        if seg_type not in SEGMENTER_TYPES:
+            raise ModelDirError(f"{mf}: segmenter.type must be one of {SEGMENTER_TYPES}, got {seg_type!r}")
+        segmenter = SegmenterSpec(
+            type=seg_type,
+            path=path_of(s, "path", "segmenter"),
+            decoder_onnx=path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
+        )
+        limits = dict(DEFAULT_LIMITS)
+        limits.update({k: v for k, v in (raw.get("limits") or {}).items()})
+        for k in ("max_image_side", "max_query_tokens", "max_new_tokens", "coarse_max_new_tokens"):
+            if not isinstance(limits.get(k), int) or limits[k] <= 0:
+                raise ModelDirError(f"{mf}: limits.{k} must be a positive integer, got {limits.get(k)!r}")
+        return cls(root=root, name=str(raw.get("name", root.name)), prompt_version=pv, coarse=coarse,
+                   response=response, segmenter=segmenter, limits=limits, raw=raw)
+
+
+def write_manifest(model_dir: str | Path, data: dict) -> Path:
+    """Write `data` as earl.yaml in model_dir (paths should be relative to model_dir)."""
+    p = Path(model_dir) / MANIFEST_NAME
+    p.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    return p

@@ -1,0 +1,175 @@
+"""The EARL inference pipeline: frame -> description + descriptor -> answer + boxes -> masks.
+
+    pipe = EarlPipeline.from_dir("models/earl-tiny-synth", device="cpu", mask_backend="torch")
+    inter = pipe.describe(frame)                       # stage 1 (slow, query-independent)
+    g = pipe.answer(frame, "which hand is holding something?", inter)   # stage 2 + masks
+
+Coordinate frames: frames larger than `limits.max_image_side` (earl.yaml) are downscaled once for the
+VLMs (`images.fit_within`); the response model further resizes to its own input frame. Boxes are
+mapped back through both scales to ORIGINAL pixels, and masks are predicted on the original frame, so
+a Grounding always refers to the frame the caller passed.
+
+Threading: the ROS node calls `describe` from its coarse worker and `answer` from the query thread.
+Each model has its own lock (coarse, response; the segmenter locks itself), so a description in
+progress never blocks the response model and no model is ever entered by two threads at once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmptyQueryError
+from .images import fit_within, load_image
+from .manifest import Manifest
+from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
+from .types import Grounding, Interaction
+from .vlm import CoarseModel, ResponseModel, boxes_to_original
+
+
+class EarlPipeline:
+    def __init__(self, manifest: Manifest, coarse: CoarseModel, response: ResponseModel, segmenter,
+                 device: str = "cpu"):
+        if coarse.descriptor_dim != response.descriptor_dim:
+            raise ValueError(
+                f"coarse hidden size {coarse.descriptor_dim} != AFS input size {response.descriptor_dim} "
+                f"(check {manifest.file})"
+            )
+        self.manifest = manifest
+        self.coarse = coarse
+        self.response = response
+        self.segmenter = segmenter
+        self.device = device
+        self.max_image_side = int(manifest.limits["max_image_side"])
+        self.max_new_tokens = int(manifest.limits["max_new_tokens"])
+        self._coarse_lock = threading.Lock()
+        self._response_lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, model_dir, device: str = "cpu", mask_backend: str = "torch", dtype=None,
+                 providers=None) -> "EarlPipeline":
+        """Load every part named by <model_dir>/earl.yaml (fails fast with ModelDirError)."""
+        from .segmenter import Segmenter
+
+        m = Manifest.load(model_dir)
+        lim = m.limits
+        coarse = CoarseModel.from_pretrained(m.coarse.path, device=device, dtype=dtype, pooling=m.coarse.pooling,
+                                             lora_path=m.coarse.lora, max_new_tokens=lim["coarse_max_new_tokens"])
+        response = ResponseModel.from_pretrained(
+            m.response.path, m.response.afs, lora_path=m.response.lora, device=device, dtype=dtype,
+            afs_alpha=m.response.afs_alpha, max_query_tokens=lim["max_query_tokens"],
+            max_new_tokens=lim["max_new_tokens"],
+        )
+        segmenter = Segmenter.from_pretrained(m.segmenter.path, backend=mask_backend, device=device,
+                                              decoder_path=m.segmenter.decoder_onnx, providers=providers)
+        return cls(m, coarse, response, segmenter, device=device)
+
+    # ---- properties the ROS node reports ----
+    @property
+    def descriptor_dim(self) -> int:
+        return self.coarse.descriptor_dim
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.name
+
+    @property
+    def mask_backend(self) -> str:
+        return getattr(self.segmenter, "backend_name", "torch")
+
+    def empty_interaction(self) -> Interaction:
+        """The "no description yet" state: an all-zero descriptor disables AFS injection."""
+        return Interaction.empty(self.descriptor_dim)
+
+    # ---- stages ----
+    def _work_image(self, frame) -> tuple[np.ndarray, np.ndarray]:
+        img = load_image(frame)
+        work, _ = fit_within(img, self.max_image_side)
+        return img, work
+
+    def describe(self, frame, stamp: float | None = None) -> Interaction:
+        """Stage 1 on one frame (thread-safe; serialised on the coarse model)."""
+        _, work = self._work_image(frame)
+        with self._coarse_lock:
+            inter = self.coarse.describe(work, stamp=stamp)
+        return inter
+
+    def answer(self, frame, query: str, interaction: Interaction | None = None,
+               stamp: float | None = None) -> Grounding:
+        """Stage 2 + masks for one (frame, query).
+
+        interaction: the rolling stage-1 result to use; None runs stage 1 on this frame first (its
+        time is reported as timings_ms["coarse"]). stamp: cache key for the segmenter's image
+        embedding (None = hash of the pixels).
+        """
+        t_start = time.perf_counter()
+        if not isinstance(query, str) or not query.strip():
+            raise EmptyQueryError("the query is empty")
+        img, work = self._work_image(frame)
+        h, w = img.shape[:2]
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        if interaction is None:
+            with self._coarse_lock:
+                interaction = self.coarse.describe(work, stamp=stamp)
+        timings["coarse"] = (time.perf_counter() - t) * 1000.0
+
+        t = time.perf_counter()
+        with self._response_lock:
+            raw = self.response.respond(work, query, interaction.descriptor, max_new_tokens=self.max_new_tokens)
+        timings["response"] = (time.perf_counter() - t) * 1000.0
+
+        t = time.perf_counter()
+        parsed = parse_response(raw.text)
+        pairs = parsed.grounded_entities()
+        # model frame -> work frame (raw.scale_xy) -> original frame (work -> original)
+        fx, fy = w / work.shape[1], h / work.shape[0]
+        scale = (raw.scale_xy[0] * fx, raw.scale_xy[1] * fy)
+        entities, boxes = [], []
+        if pairs:
+            mapped = boxes_to_original([b for _, b in pairs], scale, (h, w))
+            for (ent, _), b in zip(pairs, mapped):
+                if b[2] > b[0] and b[3] > b[1]:  # drop boxes that collapse after clipping
+                    entities.append(ent)
+                    boxes.append(b)
+        boxes_arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        timings["parse"] = (time.perf_counter() - t) * 1000.0
+
+        t = time.perf_counter()
+        if len(boxes_arr):
+            masks, scores = self.segmenter.segment(img, boxes_arr.astype(np.float32), key=stamp)
+        else:
+            masks, scores = np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
+        timings["segment"] = (time.perf_counter() - t) * 1000.0
+        timings["total"] = (time.perf_counter() - t_start) * 1000.0
+
+        no_target = bool(parsed.no_target)
+        if entities:
+            answer = answer_sentence(entities)
+        elif no_target:
+            answer = NO_TARGET_ANSWER
+        else:
+            answer = ""  # unparseable output: parse_status says why
+        return Grounding(
+            entities=entities,
+            boxes=boxes_arr,
+            masks=np.asarray(masks, dtype=bool),
+            scores=[float(s) for s in np.asarray(scores).reshape(-1)],
+            answer=answer,
+            no_target=no_target,
+            description=interaction.text,
+            timings_ms=timings,
+            raw_text=raw.text,
+            parse_status=parsed.status,
+            query_truncated=raw.query_truncated,
+            image_size=(h, w),
+        )
+
+
+def default_model_dir(repo_root: Path | None = None) -> Path:
+    """models/earl-tiny-synth relative to the repository root (the embedded default model)."""
+    root = repo_root or Path(__file__).resolve().parents[2]
+    return root / "models" / "earl-tiny-synth"

@@ -1,0 +1,61 @@
+"""Query client: call the node's `query` service and turn the response into the JSON contract."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .conversions import image_to_array, ns_to_stamp, stamp_to_sec
+
+
+def response_to_json(resp) -> dict:
+    """The JSON contract of ARCHITECTURE.md (earl-infer fields + success, message, stamp, error_code)."""
+    r = resp.result
+    boxes = [[int(b.x_offset), int(b.y_offset), int(b.x_offset + b.width), int(b.y_offset + b.height)]
+             for b in r.boxes]
+    out = {
+        "success": bool(resp.success),
+        "error_code": resp.error_code,
+        "message": resp.message,
+        "stamp": stamp_to_sec(resp.header.stamp),
+        "frame_id": resp.header.frame_id,
+        "answer": r.answer,
+        "entities": list(r.entities),
+        "boxes": boxes,
+        "scores": [round(float(s), 4) for s in r.scores],
+        "no_target": bool(r.no_target),
+        "description": r.description,
+        "timings_ms": {k: round(float(v), 2) for k, v in zip(r.timing_names, r.timing_ms)},
+        "mask_shape": [int(resp.mask.height), int(resp.mask.width)],
+    }
+    return out
+
+
+def mask_array(resp) -> np.ndarray | None:
+    """The mono8 label map of a response as uint8 [H, W] (None when the response has no mask)."""
+    if resp.mask.height == 0 or resp.mask.width == 0:
+        return None
+    return image_to_array(resp.mask)[..., 0].copy()
+
+
+def make_request(query: str, stamp_sec: float | None = None, return_mask: bool = True, publish: bool = True):
+    from earl_interfaces.srv import Query
+
+    req = Query.Request(query=query, return_mask=return_mask, publish=publish)
+    if stamp_sec:
+        req.stamp = ns_to_stamp(int(round(stamp_sec * 1e9)))
+    return req
+
+
+def call(node, client, request, timeout: float):
+    """Call and wait (spinning `node`); returns the response or None on timeout."""
+    import rclpy
+
+    fut = client.call_async(request)
+    deadline = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < deadline:
+        rclpy.spin_until_future_complete(node, fut, timeout_sec=min(0.5, max(0.01, deadline - time.monotonic())))
+    if not fut.done():
+        client.remove_pending_request(fut)
+        return None
+    return fut.result()

@@ -1,0 +1,111 @@
+"""The node's parameters: types, defaults, ranges, descriptions, and which are runtime-tunable.
+
+Values live in ONE file, config/earl.yaml (used by both launch/earl.launch.py and earl-launch);
+this module only declares them (with descriptors and ranges, so `ros2 param describe` and the
+rclpy range checks work) and validates the few checks a descriptor cannot express.
+A test keeps config/earl.yaml and this table identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STALE_POLICIES = ("describe", "use", "empty", "refuse")
+QOS_RELIABILITY = ("best_effort", "reliable")
+TRANSPORTS = ("raw", "compressed")
+MASK_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    description: str
+    lo: float | None = None  # inclusive range (int or float params)
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True  # False = runtime-tunable with `ros2 param set`
+
+
+PARAMS: tuple[Param, ...] = (
+    # model
+    Param("model_dir", "", "Model directory (with earl.yaml). Empty = the embedded default "
+          "models/earl-tiny-synth if present, else the node exits with a one-line error.", read_only=True),
+    Param("device", "cpu", "Torch device for the models (cpu, cuda, cuda:1, ...).", read_only=True),
+    Param("mask_backend", "torch", "Mask decoder backend.", choices=MASK_BACKENDS, read_only=True),
+    # camera input
+    Param("image_transport", "raw",
+          "raw: subscribe sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage on "
+          "`image/compressed`.", choices=TRANSPORTS, read_only=True),
+    Param("qos_reliability", "best_effort",
+          "Image subscription reliability (best_effort = sensor-data QoS; reliable also matches "
+          "reliable-only publishers such as bag players).", choices=QOS_RELIABILITY, read_only=True),
+    Param("qos_depth", 5, "Image subscription history depth.", lo=1, hi=100, read_only=True),
+    Param("buffer_size", 30, "Frames kept in the ring buffer by stamp (for queries with a stamp).",
+          lo=1, hi=300, read_only=False),
+    Param("stamp_tolerance", 0.05,
+          "A query with a stamp uses the buffered frame nearest it if within this many seconds.",
+          lo=0.0, hi=10.0, read_only=False),
+    # coarse worker
+    Param("coarse_enabled", True, "Run the coarse worker (rolling interaction description).",
+          read_only=False),
+    Param("coarse_period", 0.0,
+          "Minimum seconds between coarse passes; 0 = back to back on the newest frame.",
+          lo=0.0, hi=60.0, read_only=False),
+    Param("max_description_age", 2.0,
+          "Seconds between the rolling description's frame and the query frame after which the "
+          "description is stale (stale_policy applies); 0 = never stale.", lo=0.0, hi=3600.0,
+          read_only=False),
+    Param("stale_policy", "describe",
+          "What a query does with a stale or missing description: describe = run the coarse model "
+          "on the query frame first; use = answer with it anyway; empty = answer without one; "
+          "refuse = fail with STALE_DESCRIPTION.", choices=STALE_POLICIES, read_only=False),
+    # queries
+    Param("max_query_bytes", 2048, "Longest accepted query (UTF-8 bytes); longer ones fail with "
+          "QUERY_TOO_LONG.", lo=1, hi=1_000_000, read_only=False),
+    Param("query_workers", 1,
+          "Queries answered concurrently. The pipeline serialises each model (coarse, response, "
+          "segmenter) internally, so >1 only overlaps different stages; useful with spare cores or a GPU.",
+          lo=1, hi=8, read_only=True),
+    Param("max_pending_queries", 16,
+          "Service requests accepted at once (threads of the query executor); further requests wait "
+          "in the DDS queue.", lo=1, hi=64, read_only=True),
+    Param("query_timeout", 60.0,
+          "Seconds a request may wait for a query worker before failing with BUSY.",
+          lo=0.1, hi=600.0, read_only=False),
+    # outputs
+    Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
+    Param("publish_mask", True, "Publish the mono8 label map on `mask`.", read_only=False),
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", lo=0.1, hi=60.0,
+          read_only=True),
+)
+
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def validate(name: str, value) -> str | None:
+    """Checks a descriptor cannot express; returns an error message or None."""
+    p = BY_NAME.get(name)
+    if p is None:
+        return None
+    if p.choices is not None and value not in p.choices:
+        return f"parameter {name} = {value!r} is not one of {', '.join(p.choices)}"
+    return None
+
+
+def descriptor(p: Param):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    types = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+    d = ParameterDescriptor(name=p.name, type=types[type(p.default)], read_only=p.read_only)
+    text = p.description
+    if p.choices:
+        text += " One of: " + ", ".join(p.choices) + "."
+        d.additional_constraints = "one of: " + ", ".join(p.choices)
+    d.description = text
+    if p.lo is not None:
+        if isinstance(p.default, int) and not isinstance(p.default, bool):
+            d.integer_range = [IntegerRange(from_value=int(p.lo), to_value=int(p.hi), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.lo), to_value=float(p.hi), step=0.0)]
+    return d

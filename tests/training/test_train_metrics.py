@@ -1,0 +1,74 @@
+"""Metrics on hand-computed cases (METHOD.md section 5; definitions in training/metrics.py)."""
+import numpy as np
+import pytest
+
+from training.metrics import WORDNET_SYSTEM_DIR, aggregate, cider, greedy_match, meteor, score_sample
+from training.rewards import box_masks
+
+HW = (10, 10)
+
+
+def m(x1, y1, x2, y2):
+    return box_masks(np.array([[x1, y1, x2, y2]]), HW)[0]
+
+
+def test_greedy_name_matching_in_gt_order():
+    assert greedy_match(["the active mug", "right hand"], ["the right hand", "the active mug"]) == {0: 1, 1: 0}
+    assert greedy_match(["a spoon"], ["the right hand"]) == {}
+    # one prediction can only be used once
+    assert greedy_match(["the right hand"], ["the right hand", "right hand"]) == {0: 0}
+
+
+def test_sample_scores_by_hand():
+    # GT: A = 4x4 (16 px) and B = 2x2 (4 px). Prediction: A shifted by 2 columns (inter 8, union 24), B missing.
+    gt = np.stack([m(0, 0, 4, 4), m(6, 6, 8, 8)])
+    s = score_sample(["hand"], np.stack([m(2, 0, 6, 4)]), ["the hand", "the mug"], gt)
+    assert (s.inter, s.union) == (8, 24 + 4)
+    assert s.giou == pytest.approx(8 / 28)
+    assert s.entity_ious == pytest.approx([8 / 24, 0.0])
+
+
+def test_extra_prediction_enlarges_union_only():
+    gt = np.stack([m(0, 0, 4, 4)])
+    s = score_sample(["the hand", "a spoon"], np.stack([m(0, 0, 4, 4), m(5, 5, 7, 7)]), ["the hand"], gt)
+    assert (s.inter, s.union) == (16, 16 + 4)
+    assert s.entity_ious == [1.0]  # sample/instance mIoU do not penalise extras
+
+
+def test_no_target_handling():
+    right = score_sample([], None, [], None)
+    assert (right.giou, right.entity_ious, right.inter, right.union) == (1.0, [1.0], 0.0, 0.0)
+    wrong = score_sample(["the hand"], np.stack([m(0, 0, 2, 3)]), [], None)
+    assert (wrong.giou, wrong.entity_ious, wrong.inter, wrong.union) == (0.0, [0.0], 0.0, 6.0)
+
+
+def test_dataset_aggregates_by_hand():
+    gt1 = np.stack([m(0, 0, 4, 4), m(6, 6, 8, 8)])
+    s1 = score_sample(["hand"], np.stack([m(2, 0, 6, 4)]), ["the hand", "the mug"], gt1)  # 8/28; ious 1/3, 0
+    s2 = score_sample(["the mug"], np.stack([m(0, 0, 2, 2)]), ["the mug"], np.stack([m(0, 0, 2, 2)]))  # 4/4
+    s3 = score_sample([], None, [], None)  # correct no-target
+    s4 = score_sample([], None, ["the hand"], np.stack([m(0, 0, 1, 1)]))  # missed target: 0/1
+    agg = aggregate([s1, s2, s3, s4])
+    assert agg["cIoU"] == pytest.approx((8 + 4 + 0 + 0) / (28 + 4 + 0 + 1))
+    assert agg["gIoU"] == pytest.approx((8 / 28 + 1 + 1 + 0) / 4)
+    assert agg["sample_mIoU"] == pytest.approx(((1 / 3 + 0) / 2 + 1 + 1 + 0) / 4)
+    assert agg["instance_mIoU"] == pytest.approx((1 / 3 + 0 + 1 + 1 + 0) / 5)
+    assert agg["no_target_acc"] == 1.0
+    assert agg["target_recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.skipif(not WORDNET_SYSTEM_DIR.joinpath("data.noun").is_file(),
+                    reason="needs Debian's wordnet-base (apt-get install wordnet-base)")
+def test_meteor_uses_local_wordnet_and_rewards_synonyms():
+    assert meteor(["the mask of the right hand is <MSK_0>."], ["The mask of the right hand is <MSK_0>."]) > 0.99
+    syn = meteor(["the camera wearer is grasping a cup"], ["the camera wearer is holding a cup"])
+    none = meteor(["the camera wearer is kicking a cup"], ["the camera wearer is holding a cup"])
+    assert syn > none  # "grasping" ~ "holding" through WordNet synsets
+    assert meteor([""], ["anything"]) == 0.0
+
+
+def test_cider_identical_beats_different():
+    refs = ["the mask of the right hand is msk", "the mask of the active mug is msk", "no suitable referring result"]
+    same = cider(refs, refs)
+    diff = cider(["the mask of the left hand is msk", "a bowl", "the right hand"], refs)
+    assert same > diff >= 0.0

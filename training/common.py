@@ -1,0 +1,210 @@
+"""Shared helpers of the training commands: config files, seeding, model dirs, logging, data prep."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from earl_ros.model.manifest import MANIFEST_NAME, write_manifest
+
+# Tokens a response/coarse model must never sample: a sampled <|image_pad|> in a completion breaks
+# the teacher-forced re-scoring (the model counts image tokens in the whole sequence).
+_NEVER_SAMPLE = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+# ----------------------------------------------------------------------------------------------
+# config files
+
+def load_config(path: str | None) -> dict:
+    """YAML mapping; keys use the CLI option names with '-' or '_' ('max-new-tokens' == 'max_new_tokens')."""
+    if not path:
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: a config file must be a YAML mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_with_config(parser, argv: Sequence[str] | None):
+    """argparse with `--config FILE`: file values replace defaults; explicit CLI flags win."""
+    pre, _ = parser.parse_known_args(argv)
+    cfg = load_config(getattr(pre, "config", None))
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise SystemExit(f"{pre.config}: unknown option(s) {', '.join(unknown)} for `{parser.prog}`")
+    parser.set_defaults(**cfg)
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def suppress_special_tokens(stage) -> list[int]:
+    """Forbid sampling image/vision placeholder tokens (saved with the generation config)."""
+    tok = stage.tokenizer
+    ids = []
+    for t in _NEVER_SAMPLE:
+        i = tok.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
+            ids.append(int(i))
+    gc = stage.base_model.generation_config
+    gc.suppress_tokens = sorted(set(list(gc.suppress_tokens or []) + ids))
+    return ids
+
+
+def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
+    warm = max(1, int(math.ceil(total_steps * warmup_ratio))) if warmup_ratio > 0 else 0
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        if schedule == "cosine":
+            prog = (step - warm) / max(1, total_steps - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return f
+
+
+# ----------------------------------------------------------------------------------------------
+# model dirs
+
+def read_manifest_raw(model_dir: str | Path) -> dict:
+    p = Path(model_dir) / MANIFEST_NAME
+    if not p.is_file():
+        raise SystemExit(f"{p} is missing: --model must be an EARL model dir (build a tiny one with "
+                         "`python -m earl_ros.model.tiny DIR`)")
+    return yaml.safe_load(p.read_text())
+
+
+def _abs(root: Path, v):
+    if v in (None, "", "null"):
+        return None
+    p = Path(str(v)).expanduser()
+    return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | None = None,
+                     response: dict | None = None, name: str | None = None, extra: dict | None = None) -> Path:
+    """Write out_dir/earl.yaml: the source manifest with every path made absolute, then the given
+    section overrides (paths in overrides are relative to out_dir). Unchanged parts are not copied."""
+    src, out = Path(src_dir).resolve(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = read_manifest_raw(src)
+    data = dict(raw)
+    c = dict(raw["coarse"])
+    c["path"], c["lora"] = _abs(src, c.get("path")), _abs(src, c.get("lora"))
+    r = dict(raw["response"])
+    r["path"], r["lora"], r["afs"] = _abs(src, r.get("path")), _abs(src, r.get("lora")), _abs(src, r.get("afs"))
+    s = dict(raw["segmenter"])
+    s["path"], s["decoder_onnx"] = _abs(src, s.get("path")), _abs(src, s.get("decoder_onnx"))
+    c.update(coarse or {})
+    r.update(response or {})
+    data.update(coarse=c, response=r, segmenter=s)
+    if name:
+        data["name"] = name
+    data.setdefault("training", {})
+    data["training"] = {**(data.get("training") or {}), **(extra or {}), "derived_from": str(src)}
+    write_manifest(out, data)
+    return out
+
+
+def manifest_paths(model_dir: str | Path) -> dict:
+    """Absolute paths of the parts of a model dir."""
+    from earl_ros.model.manifest import Manifest
+
+    m = Manifest.load(model_dir)
+    return {"coarse": m.coarse.path, "coarse_lora": m.coarse.lora, "pooling": m.coarse.pooling,
+            "response": m.response.path, "response_lora": m.response.lora, "afs": m.response.afs,
+            "afs_alpha": m.response.afs_alpha, "segmenter": m.segmenter.path, "limits": m.limits}
+
+
+# ----------------------------------------------------------------------------------------------
+# logging
+
+class JsonlLogger:
+    """One JSON object per line in out_dir/log.jsonl, plus a compact line on stderr."""
+
+    def __init__(self, path: str | Path | None, echo: bool = True, append: bool = False):
+        self.path = Path(path) if path else None
+        self.echo = echo
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not append and self.path.exists():
+                self.path.unlink()
+
+    def log(self, rec: dict) -> None:
+        rec = {"time": round(time.time(), 3), **rec}
+        if self.path:
+            with self.path.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if self.echo:
+            keys = [k for k in rec if k not in ("time",)]
+            parts = [f"{k}={rec[k]:.4g}" if isinstance(rec[k], float) else f"{k}={rec[k]}" for k in keys]
+            print(" ".join(parts), file=sys.stderr, flush=True)
+
+
+def torch_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(int(n))
+
+
+def env_offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ----------------------------------------------------------------------------------------------
+# descriptors file
+
+def save_descriptors(path: str | Path, descriptors: dict[str, np.ndarray], texts: dict[str, str] | None = None,
+                     meta: dict | None = None) -> Path:
+    """safetensors file: one float32 [D] tensor per image id; texts (descriptions) in a JSON sidecar."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    md = {k: str(v) for k, v in (meta or {}).items()}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in descriptors.items()}, str(path), metadata=md)
+    if texts is not None:
+        path.with_suffix(".texts.json").write_text(json.dumps(texts, indent=1, sort_keys=True))
+    return path
+
+
+def load_descriptors(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return dict(load_file(str(path)))

@@ -1,0 +1,569 @@
+"""Synthetic egocentric hand-object scenes written in the Ego-IRGBench layout (METHOD.md section 4).
+
+Every image is a procedurally drawn first-person view: forearms and hands enter from the lower edge
+(left hand from the lower left, right hand from the lower right), HOI4D-like objects lie on a table,
+and each hand holds, touches or does not touch an object. The generator writes exactly what the
+benchmark loader reads:
+
+    root/RGB/<id>.jpg            RGB frame
+    root/depth/<id>.png          uint16 depth in millimetres (hands nearest, table gradient)
+    root/mask/<id>.png           uint8 label map, pixel value = instance id (0 = background)
+    root/dataset_split/<split>/<id>.json   a LIST of entries (masks_idx, with_mask, caption,
+                                           answer, tokens, questions[{query, is_sentence, id}])
+
+Determinism: image i of split s is drawn from its own generator seeded with (seed, style, s, i), so
+the output depends only on those four values (not on the order or the number of images written).
+
+Styles (for out-of-distribution splits): "default"; "easy" (plain background, one hand holding one
+large object, no distractors, no blur); "dark" (low light, strong blur, noise); "clutter" (textured
+backgrounds, many distractors); "gloves" (unusual hand colours and object colours).
+"""
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from earl_ros.model.prompts import NO_TARGET_ANSWER
+
+CATEGORIES = ("mug", "bottle", "kettle", "knife", "scissors", "laptop", "bowl", "toy car", "stapler", "bucket")
+# width / height of each category's bounding box
+_ASPECT = {"mug": 0.9, "bottle": 0.42, "kettle": 1.15, "knife": 3.2, "scissors": 1.3, "laptop": 1.4,
+           "bowl": 1.7, "toy car": 1.8, "stapler": 2.6, "bucket": 0.95}
+# relative size (fraction of image height for the box height)
+_SIZE = {"mug": 0.22, "bottle": 0.34, "kettle": 0.3, "knife": 0.09, "scissors": 0.16, "laptop": 0.34,
+         "bowl": 0.16, "toy car": 0.14, "stapler": 0.1, "bucket": 0.32}
+
+COLOURS = {
+    "red": (200, 40, 40), "blue": (40, 70, 200), "green": (40, 160, 60), "yellow": (230, 200, 40),
+    "pink": (240, 120, 170), "white": (235, 235, 235), "black": (30, 30, 30), "orange": (240, 130, 30),
+    "purple": (130, 60, 170), "grey": (128, 128, 128), "brown": (120, 75, 40), "silver": (190, 195, 200),
+}
+_GLOVE_COLOURS = {"cyan": (40, 200, 210), "magenta": (210, 40, 200), "lime": (160, 230, 40), "navy": (20, 30, 100)}
+SKIN_TONES = [(255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 30)]
+
+STYLES = ("default", "easy", "dark", "clutter", "gloves")
+
+
+@dataclass
+class SynthConfig:
+    width: int = 256
+    height: int = 192
+    style: str = "default"
+    jpeg_quality: int = 92
+
+
+@dataclass
+class _Hand:
+    side: str  # "left" | "right"
+    iid: int
+    state: str  # "held" | "touched" | "free"
+    obj: "_Obj | None" = None
+
+
+@dataclass
+class _Obj:
+    category: str
+    colour: str
+    iid: int
+    box: tuple[float, float, float, float]  # x, y, w, h
+    active_for: list[str] = field(default_factory=list)
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """uniform(lo, hi) that tolerates an empty range (returns lo)."""
+    return float(lo) if hi <= lo else float(rng.uniform(lo, hi))
+
+
+def _seed_for(seed: int, style: str, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(style.encode()), zlib.crc32(split.encode()), index])
+
+
+class _Painter:
+    """Draws every primitive on the RGB canvas and, with the instance id, on the label map."""
+
+    def __init__(self, rgb: Image.Image, lab: Image.Image):
+        self.rgb, self.lab = ImageDraw.Draw(rgb), ImageDraw.Draw(lab)
+
+    def polygon(self, pts, colour, iid):
+        pts = [(float(x), float(y)) for x, y in pts]
+        self.rgb.polygon(pts, fill=colour)
+        self.lab.polygon(pts, fill=iid)
+
+    def ellipse(self, box, colour, iid):
+        self.rgb.ellipse(box, fill=colour)
+        self.lab.ellipse(box, fill=iid)
+
+    def rect(self, box, colour, iid):
+        self.rgb.rectangle(box, fill=colour)
+        self.lab.rectangle(box, fill=iid)
+
+    def line(self, pts, colour, iid, width):
+        w = max(1, int(round(width)))
+        self.rgb.line(pts, fill=colour, width=w)
+        self.lab.line(pts, fill=iid, width=w)
+        for x, y in (pts[0], pts[-1]):  # round caps
+            r = w / 2
+            self.rgb.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+            self.lab.ellipse((x - r, y - r, x + r, y + r), fill=iid)
+
+    def arc(self, box, start, end, colour, iid, width):
+        w = max(1, int(round(width)))
+        self.rgb.arc(box, start, end, fill=colour, width=w)
+        self.lab.arc(box, start, end, fill=iid, width=w)
+
+
+def _shade(c, f):
+    return tuple(int(max(0, min(255, v * f))) for v in c)
+
+
+def _draw_object(p: _Painter, o: _Obj, rgb: tuple[int, int, int]):
+    x, y, w, h = o.box
+    iid, dark, light = o.iid, _shade(rgb, 0.65), _shade(rgb, 1.25)
+    c = o.category
+    if c == "mug":
+        p.arc((x + 0.62 * w, y + 0.2 * h, x + w, y + 0.75 * h), -90, 90, dark, iid, 0.09 * w)
+        p.rect((x, y + 0.08 * h, x + 0.75 * w, y + h), rgb, iid)
+        p.ellipse((x, y, x + 0.75 * w, y + 0.16 * h), dark, iid)
+    elif c == "bottle":
+        p.rect((x + 0.05 * w, y + 0.35 * h, x + 0.95 * w, y + h), rgb, iid)
+        p.polygon([(x + 0.05 * w, y + 0.36 * h), (x + 0.3 * w, y + 0.18 * h), (x + 0.7 * w, y + 0.18 * h),
+                   (x + 0.95 * w, y + 0.36 * h)], rgb, iid)
+        p.rect((x + 0.3 * w, y, x + 0.7 * w, y + 0.18 * h), dark, iid)
+        p.rect((x + 0.15 * w, y + 0.55 * h, x + 0.85 * w, y + 0.75 * h), light, iid)
+    elif c == "kettle":
+        p.arc((x + 0.15 * w, y, x + 0.85 * w, y + 0.6 * h), 180, 360, dark, iid, 0.07 * h)
+        p.polygon([(x + 0.78 * w, y + 0.6 * h), (x + w, y + 0.3 * h), (x + 0.95 * w, y + 0.28 * h),
+                   (x + 0.7 * w, y + 0.5 * h)], rgb, iid)
+        p.ellipse((x + 0.05 * w, y + 0.25 * h, x + 0.85 * w, y + h), rgb, iid)
+        p.ellipse((x + 0.35 * w, y + 0.22 * h, x + 0.55 * w, y + 0.32 * h), dark, iid)
+    elif c == "knife":
+        p.rect((x, y + 0.2 * h, x + 0.38 * w, y + 0.85 * h), dark, iid)
+        p.polygon([(x + 0.38 * w, y), (x + w, y + 0.55 * h), (x + 0.38 * w, y + h)], (200, 205, 210), iid)
+    elif c == "scissors":
+        p.line([(x + 0.3 * w, y + 0.55 * h), (x + w, y)], (190, 195, 200), iid, 0.1 * h)
+        p.line([(x + 0.3 * w, y + 0.45 * h), (x + w, y + h)], (190, 195, 200), iid, 0.1 * h)
+        p.arc((x, y, x + 0.32 * w, y + 0.45 * h), 0, 360, rgb, iid, 0.1 * h)
+        p.arc((x, y + 0.55 * h, x + 0.32 * w, y + h), 0, 360, rgb, iid, 0.1 * h)
+    elif c == "laptop":
+        p.polygon([(x + 0.1 * w, y), (x + 0.9 * w, y), (x + 0.85 * w, y + 0.6 * h), (x + 0.15 * w, y + 0.6 * h)],
+                  dark, iid)
+        p.polygon([(x + 0.15 * w, y + 0.05 * h), (x + 0.85 * w, y + 0.05 * h), (x + 0.82 * w, y + 0.55 * h),
+                   (x + 0.18 * w, y + 0.55 * h)], (60, 90, 140), iid)
+        p.polygon([(x + 0.15 * w, y + 0.6 * h), (x + 0.85 * w, y + 0.6 * h), (x + w, y + h), (x, y + h)], rgb, iid)
+    elif c == "bowl":
+        p.ellipse((x, y + 0.45 * h, x + w, y + h), dark, iid)
+        p.polygon([(x, y + 0.3 * h), (x + w, y + 0.3 * h), (x + 0.8 * w, y + 0.9 * h), (x + 0.2 * w, y + 0.9 * h)],
+                  rgb, iid)
+        p.ellipse((x, y, x + w, y + 0.55 * h), light, iid)
+        p.ellipse((x + 0.08 * w, y + 0.08 * h, x + 0.92 * w, y + 0.47 * h), dark, iid)
+    elif c == "toy car":
+        p.rect((x, y + 0.35 * h, x + w, y + 0.8 * h), rgb, iid)
+        p.polygon([(x + 0.22 * w, y + 0.35 * h), (x + 0.35 * w, y), (x + 0.7 * w, y), (x + 0.8 * w, y + 0.35 * h)],
+                  light, iid)
+        p.ellipse((x + 0.1 * w, y + 0.6 * h, x + 0.32 * w, y + h), (20, 20, 20), iid)
+        p.ellipse((x + 0.68 * w, y + 0.6 * h, x + 0.9 * w, y + h), (20, 20, 20), iid)
+    elif c == "stapler":
+        p.rect((x, y + 0.7 * h, x + w, y + h), dark, iid)
+        p.polygon([(x, y + 0.75 * h), (x + 0.1 * w, y), (x + w, y + 0.25 * h), (x + w, y + 0.75 * h)], rgb, iid)
+    elif c == "bucket":
+        p.arc((x + 0.05 * w, y, x + 0.95 * w, y + 0.6 * h), 180, 360, dark, iid, 0.04 * h)
+        p.polygon([(x, y + 0.25 * h), (x + w, y + 0.25 * h), (x + 0.85 * w, y + h), (x + 0.15 * w, y + h)],
+                  rgb, iid)
+        p.ellipse((x, y + 0.17 * h, x + w, y + 0.33 * h), dark, iid)
+    else:  # pragma: no cover
+        raise ValueError(c)
+
+
+def _draw_hand(p: _Painter, side: str, iid: int, skin, base, centre, r: float, state: str, rng):
+    """Forearm from `base` (below the lower edge) to the wrist, palm at `centre`, fingers beyond."""
+    bx, by = base
+    cx, cy = centre
+    ux, uy = cx - bx, cy - by
+    n = math.hypot(ux, uy) or 1.0
+    ux, uy = ux / n, uy / n
+    px, py = -uy, ux  # perpendicular
+    wx, wy = cx - ux * 0.9 * r, cy - uy * 0.9 * r
+    arm_w = 1.5 * r
+    sleeve = _shade(skin, 0.85)
+    p.polygon([(bx + px * arm_w * 0.6, by + py * arm_w * 0.6), (bx - px * arm_w * 0.6, by - py * arm_w * 0.6),
+               (wx - px * arm_w * 0.45, wy - py * arm_w * 0.45), (wx + px * arm_w * 0.45, wy + py * arm_w * 0.45)],
+              sleeve, iid)
+    p.ellipse((cx - r, cy - r, cx + r, cy + r), skin, iid)
+    curl = {"held": 0.55, "touched": 1.0, "free": float(rng.uniform(0.7, 1.1))}[state]
+    flen, fw = 1.0 * r * curl, 0.32 * r
+    finger = _shade(skin, 0.95)
+    for k, off in enumerate((-0.6, -0.2, 0.2, 0.6)):
+        sx, sy = cx + ux * 0.6 * r + px * off * r, cy + uy * 0.6 * r + py * off * r
+        ln = flen * (0.85 if k in (0, 3) else 1.0)
+        p.line([(sx, sy), (sx + ux * ln, sy + uy * ln)], finger, iid, fw)
+    # thumb on the inner side: +perp for the right hand (pointing left), -perp for the left hand
+    tside = 1.0 if side == "right" else -1.0
+    tx, ty = cx + px * tside * 0.8 * r, cy + py * tside * 0.8 * r
+    dx, dy = (ux + px * tside * 0.8), (uy + py * tside * 0.8)
+    dn = math.hypot(dx, dy) or 1.0
+    p.line([(tx, ty), (tx + dx / dn * 0.7 * r, ty + dy / dn * 0.7 * r)], finger, iid, fw * 1.1)
+
+
+def _background(rng, w, h, style):
+    yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    wall = rng.uniform(60, 230, 3).astype(np.float32)
+    table = rng.uniform(40, 220, 3).astype(np.float32)
+    horizon = rng.uniform(0.15, 0.4) if style != "easy" else 0.0
+    img = np.where(yy < horizon, wall, table * (0.85 + 0.3 * yy)).astype(np.float32)
+    img = np.broadcast_to(img, (h, w, 3)).copy()
+    if style in ("clutter", "default") and rng.random() < (0.9 if style == "clutter" else 0.4):
+        # stripes or checker texture on the table
+        period = int(rng.integers(8, 32))
+        xx = np.arange(w)[None, :]
+        yi = np.arange(h)[:, None]
+        pat = ((xx // period + yi // period) % 2) if rng.random() < 0.5 else ((xx + yi) // period % 2)
+        img *= (1.0 - 0.18 * pat[..., None]).astype(np.float32)
+    return img, horizon
+
+
+def _depth(lab: np.ndarray, horizon: float, near_ids: list[int], rng) -> np.ndarray:
+    h, w = lab.shape
+    yy = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    d = np.where(yy < horizon, 2500.0, 1400.0 - 800.0 * yy) * np.ones((1, w), np.float32)
+    for iid in np.unique(lab):
+        if iid == 0:
+            continue
+        m = lab == iid
+        base = 350.0 if iid in near_ids else float(d[m].mean()) - float(rng.uniform(20, 80))
+        d[m] = base
+    return np.clip(d, 0, 65535).astype(np.uint16)
+
+
+def _overlap(a, b, margin=0.0):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return not (ax + aw + margin < bx or bx + bw + margin < ax or ay + ah + margin < by or by + bh + margin < ay)
+
+
+def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Draw one scene. Returns (rgb uint8 HxWx3, label map uint8 HxW, depth uint16 HxW, scene dict)."""
+    W, H, style = cfg.width, cfg.height, cfg.style
+    bg, horizon = _background(rng, W, H, style)
+    rgb = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    lab = Image.new("L", (W, H), 0)
+    painter = _Painter(rgb, lab)
+    colours = dict(COLOURS)
+    if style == "gloves":
+        colours = {**_GLOVE_COLOURS, **{k: v for k, v in COLOURS.items() if k in ("grey", "brown", "black")}}
+
+    # which hands, in which states
+    if style == "easy":
+        sides = [str(rng.choice(["left", "right"]))]
+        states = {sides[0]: "held"}
+    else:
+        u = rng.random()
+        sides = [] if u < 0.08 else (["left"] if u < 0.3 else (["right"] if u < 0.55 else ["left", "right"]))
+        states = {s: str(rng.choice(["held", "touched", "free"], p=[0.5, 0.25, 0.25])) for s in sides}
+
+    # objects: one per interacting hand (distinct categories) + distractors
+    cats = list(rng.permutation(CATEGORIES))
+    n_distract = 0 if style == "easy" else int(rng.integers(0, 5 if style == "clutter" else 3))
+    objs: list[_Obj] = []
+    next_id = 1
+    hands: list[_Hand] = []
+    for s in sides:
+        hands.append(_Hand(side=s, iid=0, state=states[s]))
+    placed: list[tuple] = []
+    size_mul = 1.6 if style == "easy" else float(rng.uniform(0.8, 1.3))
+    for hd in hands:
+        if hd.state == "free":
+            continue
+        cat = cats.pop()
+        for _ in range(30):
+            bh = _SIZE[cat] * H * size_mul * float(rng.uniform(0.85, 1.15))
+            bw = min(bh * _ASPECT[cat], 0.45 * W)
+            bh = bw / _ASPECT[cat]
+            # right hand's object on the right half, left hand's on the left half
+            lo, hi = (0.5 * W, W - bw - 4) if hd.side == "right" else (4, 0.5 * W - bw)
+            if hi <= lo:
+                lo, hi = 4, W - bw - 4
+            x = _u(rng, lo, hi)
+            y = _u(rng, max(horizon * H, 0.1 * H), min(0.62 * H, H - bh - 2) - bh * 0.3)
+            box = (x, y, bw, bh)
+            if not any(_overlap(box, q, 4) for q in placed):
+                break
+        placed.append(box)
+        colour = str(rng.choice(list(colours)))
+        o = _Obj(cat, colour, next_id, box, [hd.side])
+        next_id += 1
+        objs.append(o)
+        hd.obj = o
+    for _ in range(n_distract):
+        cat = cats.pop()
+        for _ in range(20):
+            bh = _SIZE[cat] * H * float(rng.uniform(0.6, 1.0))
+            bw = min(bh * _ASPECT[cat], 0.4 * W)
+            bh = bw / _ASPECT[cat]
+            x = _u(rng, 2, W - bw - 2)
+            y = _u(rng, max(horizon * H - 0.5 * bh, 2), 0.55 * H - bh)
+            box = (x, y, bw, bh)
+            if not any(_overlap(box, q, 2) for q in placed):
+                placed.append(box)
+                objs.append(_Obj(cat, str(rng.choice(list(colours))), next_id, box))
+                next_id += 1
+                break
+    for o in objs:
+        _draw_object(painter, o, colours[o.colour])
+
+    # hands last (they occlude what they hold)
+    skin_pool = list(_GLOVE_COLOURS.values()) if style == "gloves" else SKIN_TONES
+    skin = tuple(int(v) for v in skin_pool[int(rng.integers(len(skin_pool)))])
+    r = H * float(rng.uniform(0.075, 0.1)) * (1.2 if style == "easy" else 1.0)
+    for hd in hands:
+        hd.iid = next_id
+        next_id += 1
+        right = hd.side == "right"
+        base = (float(rng.uniform(0.6, 0.95) * W) if right else float(rng.uniform(0.05, 0.4) * W), H + 2 * r)
+        if hd.obj is not None:
+            x, y, w, h = hd.obj.box
+            # contact point: the object's side facing the hand, at a random height
+            tx = x + w * (0.85 if right else 0.15)
+            ty = y + h * float(rng.uniform(0.45, 0.8))
+            vx, vy = base[0] - tx, base[1] - ty
+            vn = math.hypot(vx, vy) or 1.0
+            dist = 0.35 * r if hd.state == "held" else 1.55 * r
+            centre = (tx + vx / vn * dist, ty + vy / vn * dist)
+        else:  # free hand: somewhere low, away from objects if possible
+            for _ in range(20):
+                centre = (float(rng.uniform(0.55, 0.9) * W) if right else float(rng.uniform(0.1, 0.45) * W),
+                          float(rng.uniform(0.55, 0.8) * H))
+                hb = (centre[0] - 2 * r, centre[1] - 2 * r, 4 * r, 4 * r)
+                if not any(_overlap(hb, q) for q in placed):
+                    break
+        _draw_hand(painter, hd.side, hd.iid, skin, base, centre, r, hd.state, rng)
+
+    img = np.asarray(rgb).astype(np.float32)
+    # lighting, colour cast, noise, blur
+    gain = {"dark": float(rng.uniform(0.25, 0.5)), "easy": 1.0}.get(style, float(rng.uniform(0.7, 1.2)))
+    cast = np.ones(3, np.float32) if style == "easy" else rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    img = img * gain * cast
+    if style != "easy":
+        # a soft light falloff from a random point
+        cx, cy = rng.uniform(0, W), rng.uniform(0, H)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        fall = 1.0 - 0.25 * np.sqrt(((xx - cx) / W) ** 2 + ((yy - cy) / H) ** 2)
+        img *= fall[..., None]
+        sigma = 12.0 if style == "dark" else 3.0
+        img += rng.normal(0, sigma, img.shape).astype(np.float32)
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    blur = {"dark": float(rng.uniform(1.0, 2.5)), "easy": 0.0}.get(style, float(rng.choice([0, 0, 0.6, 1.2])))
+    if blur > 0:
+        out = out.filter(ImageFilter.GaussianBlur(blur))
+    lab_np = np.asarray(lab).copy()
+    depth = _depth(lab_np, horizon, [hd.iid for hd in hands], rng)
+    scene = {"hands": hands, "objects": objs}
+    return np.asarray(out), lab_np, depth, scene
+
+
+# ----------------------------------------------------------------------------------------------
+# text: captions, entries, queries
+
+_HAND_Q = ["Where is my {side} hand?", "Segment my {side} hand.", "Show me the {side} hand of the camera wearer.",
+           "{side} hand"]
+_OBJ_Q = {"held": ["What am I holding in my {side} hand?", "What is my {side} hand holding?",
+                   "Which object is in my {side} hand?", "the object held by the {side} hand"],
+          "touched": ["What is my {side} hand touching?", "Which object is my {side} hand touching?",
+                      "the object touched by the {side} hand"]}
+_BOTH_Q = ["Which hands and objects are interacting?", "What are my hands doing? Show the hands and the objects.",
+           "Find every hand and the object it interacts with.", "hands and interacting objects"]
+_NONE_Q_HAND = ["Where is my {side} hand?", "What is my {side} hand holding?"]
+_NONE_Q_FREE = ["What is my {side} hand holding?", "Which object is my {side} hand touching?"]
+_NONE_Q_OBJ = ["Where is the {cat} I am holding?", "Which {cat} am I using?"]
+_NONE_Q_NOHANDS = ["Which hands and objects are interacting?", "Where are my hands?"]
+_VERB = {"held": "holding", "touched": "touching"}
+
+
+def _hand_name(side):
+    return f"the {side} hand"
+
+
+def _obj_name(o: _Obj):
+    return f"the active {o.category}"
+
+
+def caption_for(scene: dict) -> str:
+    hands: list[_Hand] = scene["hands"]
+    objs: list[_Obj] = scene["objects"]
+    if not hands:
+        if objs:
+            o = objs[0]
+            return f"No hands are visible. There is a {o.colour} {o.category} on the table."
+        return "No hands are visible and no object is being used."
+    parts = []
+    for hd in hands:
+        if hd.obj is not None:
+            parts.append(f"{_VERB[hd.state]} a {hd.obj.colour} {hd.obj.category} with the {hd.side} hand")
+    free = [hd.side for hd in hands if hd.obj is None]
+    if parts:
+        text = "The camera wearer is " + " and ".join(parts) + "."
+        if free:
+            text += f" The {free[0]} hand is not interacting with any object."
+        return text
+    if len(free) == 2:
+        return "Both hands of the camera wearer are visible but not interacting with any object."
+    return f"The {free[0]} hand of the camera wearer is visible but not interacting with any object."
+
+
+def _template_answer(tokens: list[str], hands_of: dict[str, str]) -> str:
+    if not tokens:
+        return NO_TARGET_ANSWER
+    parts = []
+    for i, t in enumerate(tokens):
+        if t in hands_of:
+            parts.append(f"the mask of {t} interacting with {hands_of[t]} is <MSK_{i}>")
+        else:
+            parts.append(f"the mask of {t} is <MSK_{i}>")
+    s = ", and ".join(parts) + "."
+    return s[0].upper() + s[1:]
+
+
+N_SLOTS = 4  # entries carry a fixed number of mask slots; 0 / '' mark unused ones
+
+
+def _entry(tokens: list[str], ids: list[int], caption: str, queries: list[str], qid0: str, k0: int,
+           hands_of: dict[str, str]) -> dict:
+    pad = N_SLOTS - len(tokens)
+    return {
+        "masks_idx": list(ids) + [0] * pad,
+        "with_mask": 1 if tokens else 0,
+        "caption": caption,
+        "answer": _template_answer(tokens, hands_of),
+        "tokens": list(tokens) + [""] * pad,
+        "questions": [{"query": q, "is_sentence": q[:1].isupper(), "id": f"{qid0}_{k0 + j}"}
+                      for j, q in enumerate(queries)],
+    }
+
+
+def entries_for(scene: dict, image_id: str, rng: np.random.Generator, max_q: int = 2) -> list[dict]:
+    hands: list[_Hand] = scene["hands"]
+    caption = caption_for(scene)
+    hands_of = {_obj_name(hd.obj): _hand_name(hd.side) for hd in hands if hd.obj is not None}
+    entries, k = [], 0
+
+    def pick(templates, **kw):
+        idx = rng.permutation(len(templates))[:max_q]
+        return [templates[i].format(**kw) for i in idx]
+
+    def add(tokens, ids, qs):
+        nonlocal k
+        entries.append(_entry(tokens, ids, caption, qs, image_id, k, hands_of))
+        k += len(qs)
+
+    for hd in hands:  # hand
+        add([_hand_name(hd.side)], [hd.iid], pick(_HAND_Q, side=hd.side))
+    for hd in hands:  # object of hand
+        if hd.obj is not None:
+            add([_obj_name(hd.obj)], [hd.obj.iid], pick(_OBJ_Q[hd.state], side=hd.side))
+    pairs = [(hd, hd.obj) for hd in hands if hd.obj is not None]
+    if pairs:  # hands + objects
+        toks, ids = [], []
+        for hd, o in pairs:
+            toks += [_hand_name(hd.side), _obj_name(o)]
+            ids += [hd.iid, o.iid]
+        add(toks, ids, pick(_BOTH_Q))
+    # no target
+    present = {hd.side for hd in hands}
+    nq = []
+    for side in ("left", "right"):
+        if side not in present:
+            nq.append(str(rng.choice(_NONE_Q_HAND)).format(side=side))
+        elif next(hd for hd in hands if hd.side == side).obj is None:
+            nq.append(str(rng.choice(_NONE_Q_FREE)).format(side=side))
+    if not hands:
+        nq.append(str(rng.choice(_NONE_Q_NOHANDS)))
+    used = {o.category for o in scene["objects"]}
+    absent = [c for c in CATEGORIES if c not in used]
+    nq.append(str(rng.choice(_NONE_Q_OBJ)).format(cat=str(rng.choice(absent))))
+    add([], [], nq[:max_q])
+    return entries
+
+
+# ----------------------------------------------------------------------------------------------
+
+def parse_splits(spec: str) -> dict[str, int]:
+    """"train=40,val=5,test=5" -> {"train": 40, "val": 5, "test": 5}."""
+    out = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        name, _, n = part.partition("=")
+        if not name.strip() or not n.strip().isdigit():
+            raise ValueError(f"bad split spec {part!r}: expected NAME=COUNT, e.g. train=40,val=5,test=5")
+        out[name.strip()] = int(n)
+    return out
+
+
+def image_id(style: str, seed: int, split: str, index: int) -> str:
+    return f"{style}_{seed}_{split}_{index:05d}"
+
+
+def write_one(root: Path, split: str, index: int, seed: int, cfg: SynthConfig) -> str:
+    rng = _seed_for(seed, cfg.style, split, index)
+    rgb, lab, depth, scene = render_scene(rng, cfg)
+    iid = image_id(cfg.style, seed, split, index)
+    Image.fromarray(rgb).save(root / "RGB" / f"{iid}.jpg", quality=cfg.jpeg_quality)
+    Image.fromarray(depth).save(root / "depth" / f"{iid}.png")
+    Image.fromarray(lab, mode="L").save(root / "mask" / f"{iid}.png")
+    entries = entries_for(scene, iid, rng)
+    (root / "dataset_split" / split / f"{iid}.json").write_text(json.dumps(entries, indent=1))
+    return iid
+
+
+def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: SynthConfig | None = None,
+             progress: bool = True) -> dict[str, list[str]]:
+    """Write `splits` (name -> image count) under `root`; returns the ids written per split."""
+    from tqdm import tqdm
+
+    cfg = cfg or SynthConfig()
+    if cfg.style not in STYLES:
+        raise ValueError(f"unknown style {cfg.style!r}; choose one of {', '.join(STYLES)}")
+    root = Path(root)
+    for d in ("RGB", "depth", "mask"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    out = {}
+    total = sum(splits.values())
+    with tqdm(total=total, desc=f"synth[{cfg.style}]", unit="img", disable=not progress) as bar:
+        for split, n in splits.items():
+            (root / "dataset_split" / split).mkdir(parents=True, exist_ok=True)
+            ids = []
+            for i in range(n):
+                ids.append(write_one(root, split, i, seed, cfg))
+                bar.update(1)
+            out[split] = ids
+    return out
+
+
+def write_corpus(root: str | Path, max_lines: int = 20000) -> Path:
+    """root/corpus.txt: the distinct captions, queries, entity names and target responses of every
+    split, one per line; feed it to the tiny tokenizer (`python -m earl_ros.model.tiny DIR
+    --extra-texts ROOT/corpus.txt`) so a model trained from scratch gets a vocabulary that fits."""
+    from earl_ros.model.prompts import format_response
+    from training.data.irgbench import IRGBench
+
+    root = Path(root)
+    lines: dict[str, None] = {}
+    for sdir in sorted((root / "dataset_split").iterdir()):
+        if not sdir.is_dir():
+            continue
+        ds = IRGBench(root, sdir.name)
+        for s in ds.samples:
+            lines.setdefault(s.caption)
+            lines.setdefault(s.query)
+            for e in s.entities:
+                lines.setdefault(e)
+            if len(lines) < max_lines:
+                lines.setdefault(format_response(s.entities, [tuple(b) for b in s.boxes()] if s.entities else None))
+    out = root / "corpus.txt"
+    out.write_text("\n".join(k.replace("\n", " ") for k in list(lines)[:max_lines]) + "\n")
+    return out

@@ -1,0 +1,97 @@
+"""`python -m training eval`: run the full pipeline on a split and compute every metric of metrics.py.
+
+Per image: stage 1 once (`EarlPipeline.describe`: description for the description METEOR/CIDEr and the
+descriptor), then every query of the image through `EarlPipeline.answer` with that interaction, so
+evaluation exercises exactly the inference path of the robot. Masks and IoUs use the entities the
+pipeline grounded (entity + box + mask); the answer sentence for METEOR/CIDEr is rebuilt with
+`answer_sentence` from the entity list of the parsed <answer> block (an answer without boxes still
+counts as text), or the no-target sentence.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import EvalAccumulator
+
+TABLE_ROWS = [
+    ("cIoU", "cIoU (paper's metric)"), ("gIoU", "gIoU"), ("sample_mIoU", "sample mIoU (public eval code)"),
+    ("instance_mIoU", "instance mIoU (public eval code)"), ("no_target_acc", "no-target accuracy"),
+    ("target_recall", "target recall"), ("parse_ok", "parseable outputs"), ("answer_METEOR", "answer METEOR"),
+    ("answer_CIDEr", "answer CIDEr"), ("description_METEOR", "description METEOR"),
+    ("description_CIDEr", "description CIDEr"),
+]
+
+
+def format_table(summary: dict) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    for key, label in TABLE_ROWS:
+        if key in summary:
+            v = summary[key]
+            lines.append(f"| {label} | {v:.4f} |" if isinstance(v, float) else f"| {label} | {v} |")
+    lines.append(f"| samples | {summary.get('n', 0)} |")
+    return "\n".join(lines)
+
+
+def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None, image_limit: int | None = None,
+             device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False
+             ) -> dict:
+    from tqdm import tqdm
+
+    from earl_ros.model.pipeline import EarlPipeline
+    from earl_ros.model.prompts import parse_response
+    from training.data import IRGBench
+    from training.rewards import box_masks
+
+    pipe = EarlPipeline.from_dir(model_dir, device=device)
+    ds = IRGBench(data_root, split, limit=limit, image_limit=image_limit)
+    by_image: dict[str, list] = {}
+    for s in ds.samples:
+        by_image.setdefault(s.image_id, []).append(s)
+    acc = EvalAccumulator()
+    parse_ok, t0 = [], time.perf_counter()
+    per_sample = []
+    for iid, samples in tqdm(by_image.items(), desc=f"eval[{split}]", disable=not progress, unit="img"):
+        img = ds.image(iid)
+        inter = pipe.empty_interaction() if no_descriptor else pipe.describe(img)
+        if not no_descriptor:
+            acc.add_description(inter.text, ds.captions.get(iid, samples[0].caption))
+        for s in samples:
+            g = pipe.answer(img, s.query, inter)
+            masks = g.masks if segmenter == "model" else box_masks(g.boxes, img.shape[:2])
+            acc.add(g.entities, masks, s.entities, s.masks() if s.entities else None)
+            p = parse_response(g.raw_text)
+            text_entities = [] if p.no_target else (p.entities or [])
+            acc.answer_hyp[-1] = _answer(text_entities, p)
+            parse_ok.append(float(p.ok))
+            per_sample.append({"image_id": iid, "query": s.query, "gt": s.entities, "pred": g.entities,
+                               "status": g.parse_status, "iou": acc.scores[-1].giou})
+    out = acc.summary()
+    out["parse_ok"] = float(np.mean(parse_ok)) if parse_ok else 0.0
+    out["seconds"] = time.perf_counter() - t0
+    out["model"], out["data"], out["split"] = str(model_dir), str(data_root), split
+    out["segmenter"] = segmenter
+    out["samples"] = per_sample
+    return out
+
+
+def _answer(entities, parsed) -> str:
+    from earl_ros.model.prompts import NO_TARGET_ANSWER, answer_sentence
+
+    if parsed.no_target:
+        return NO_TARGET_ANSWER
+    return answer_sentence(entities) if entities else ""
+
+
+def run_eval(args) -> dict:
+    res = evaluate(args.model, args.data, args.split, limit=args.limit, image_limit=args.image_limit,
+                   device=args.device, segmenter=args.segmenter, progress=not args.quiet,
+                   no_descriptor=args.no_descriptor)
+    print(format_table(res))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+    return res

@@ -1,0 +1,290 @@
+"""Supervised stages: stage-1 SFT of the coarse VLM, descriptor extraction, response SFT warm-up.
+
+sft-coarse     COARSE_INSTRUCTION + image -> caption (teacher forcing on the caption tokens).
+descriptors    F_ana for every image of a split, keyed by image id, in a safetensors file. Default
+               source "generated": the descriptor of the description the model itself writes, i.e.
+               exactly `CoarseModel.describe(image).descriptor` (what the robot computes at run time;
+               tested equal). Source "caption": the descriptor of the ground-truth caption
+               (`CoarseModel.descriptors`), same pooling.
+sft-response   image + response_prompt(query) (+ descriptor through AFS) -> format_response(entities,
+               boxes) with GT boxes mapped into the model's resized input frame (the frame the model
+               answers in). Small models trained from scratch need it before GRPO.
+
+Both SFT commands train all LLM weights (`--lora-r 0`, the default, right for small models) or a LoRA
+adapter (`--lora-r R`, merged into the saved weights), always with the vision tower frozen; the
+response SFT also trains the AFS. Output: a model dir whose earl.yaml points at the new parts and at
+the untouched parts of the input model dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.common import (JsonlLogger, derive_model_dir, load_descriptors, lr_lambda, manifest_paths,
+                             save_descriptors, seed_everything, suppress_special_tokens, torch_threads)
+from training.data import IRGBench
+
+LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$|^(.*\.)?lm_head$"
+
+
+def lora_config(r: int, alpha: int, dropout: float):
+    """LoRA on every linear layer of the LLM and on lm_head; the vision tower gets none (frozen)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=int(r), lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=LLM_LINEAR,
+                      bias="none")
+
+
+def freeze_vision(model) -> None:
+    for n, p in model.named_parameters():
+        if ".visual." in f".{n}" or n.startswith("visual."):
+            p.requires_grad_(False)
+
+
+def response_target(sample, frame) -> str:
+    """format_response target with GT boxes in the model's input frame."""
+    from earl_ros.model.prompts import format_response
+    from earl_ros.model.vlm import boxes_to_model
+
+    if sample.no_target:
+        return format_response([], None)
+    boxes = boxes_to_model(sample.boxes(), frame.scale_xy, frame.input_hw)
+    return format_response(sample.entities, [tuple(int(v) for v in b) for b in boxes])
+
+
+def _usable(samples):
+    return [s for s in samples if s.no_target or s.valid_boxes]
+
+
+def _batches(n: int, batch_size: int, epochs: float, seed: int):
+    """Deterministic list of index batches over `epochs` passes (fractional epochs allowed)."""
+    rng = np.random.default_rng(seed)
+    order = []
+    for _ in range(int(np.ceil(epochs))):
+        order.extend(rng.permutation(n).tolist())
+    total = int(round(n * epochs))
+    order = order[:max(total, batch_size)]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: str, grad_clip=1.0,
+                progress=True):
+    from tqdm import tqdm
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup))
+    losses = []
+    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="step")):
+        t0 = time.perf_counter()
+        loss = step_fn(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % 10 == 0 or step == len(batches) - 1:
+            log.log({"stage": desc, "step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn),
+                     "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0})
+    return losses
+
+
+# ----------------------------------------------------------------------------------------------
+
+def sft_coarse(args) -> Path:
+    from earl_ros.model.vlm import CoarseModel
+
+    seed_everything(args.seed)
+    torch_threads(args.threads)
+    paths = manifest_paths(args.model)
+    cm = CoarseModel.from_pretrained(paths["coarse"], device=args.device, lora_path=paths["coarse_lora"],
+                                     pooling=paths["pooling"])
+    if hasattr(cm.model, "merge_and_unload"):
+        cm.model = cm.model.merge_and_unload()
+    suppress_special_tokens(cm)
+    ds = IRGBench(args.data, args.split, image_limit=args.limit)
+    ids = ds.image_ids
+    caps = [ds.captions[i] for i in ids]
+    model = cm.model
+    if args.lora_r > 0:
+        from peft import get_peft_model
+
+        model = cm.model = get_peft_model(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+    freeze_vision(model)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    log = JsonlLogger(Path(args.out) / "sft_coarse_log.jsonl")
+
+    def step_fn(idx):
+        b = cm.prepare([ds.image(ids[i]) for i in idx], [caps[i] for i in idx])
+        return model(**b.inputs, labels=b.labels, use_cache=False).loss
+
+    batches = _batches(len(ids), args.batch_size, args.epochs, args.seed)
+    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-coarse", progress=not args.quiet)
+    model.eval()
+    if hasattr(model, "merge_and_unload"):
+        model = cm.model = model.merge_and_unload()
+    out = Path(args.out)
+    model.save_pretrained(out / "coarse")
+    cm.processor.save_pretrained(out / "coarse")
+    derive_model_dir(args.model, out, coarse={"path": "coarse", "lora": None},
+                     extra={"sft_coarse": {"data": str(args.data), "split": args.split, "steps": len(batches),
+                                           "final_loss": losses[-1] if losses else None}})
+    print(json.dumps({"model_dir": str(out), "steps": len(batches), "first_loss": losses[0] if losses else None,
+                      "final_loss": losses[-1] if losses else None}))
+    return out
+
+
+def extract_descriptors(args) -> Path:
+    from tqdm import tqdm
+
+    from earl_ros.model.vlm import CoarseModel
+
+    torch_threads(args.threads)
+    paths = manifest_paths(args.model)
+    cm = CoarseModel.from_pretrained(paths["coarse"], device=args.device, lora_path=paths["coarse_lora"],
+                                     pooling=args.pooling or paths["pooling"],
+                                     max_new_tokens=paths["limits"]["coarse_max_new_tokens"])
+    suppress_special_tokens(cm)
+    descs, texts = {}, {}
+    for split in args.split:
+        ds = IRGBench(args.data, split, image_limit=args.limit)
+        for iid in tqdm(ds.image_ids, desc=f"descriptors[{split}]", disable=args.quiet, unit="img"):
+            img = ds.image(iid)
+            if args.source == "generated":
+                inter = cm.describe(img)
+                descs[iid], texts[iid] = inter.descriptor, inter.text
+            else:
+                cap = ds.captions[iid]
+                descs[iid] = cm.descriptors([img], [cap])[0].cpu().numpy().astype(np.float32)
+                texts[iid] = cap
+    out = save_descriptors(args.out, descs, texts, meta={"model": str(args.model), "source": args.source,
+                                                       "pooling": cm.pooling, "dim": cm.descriptor_dim})
+    print(json.dumps({"descriptors": str(out), "count": len(descs), "dim": cm.descriptor_dim,
+                      "source": args.source, "pooling": cm.pooling}))
+    return out
+
+
+class DescriptorSource:
+    """Descriptors by image id: from a file, computed on demand by the coarse model, or zeros."""
+
+    def __init__(self, dim: int, path: str | None = None, coarse=None, mode: str = "file"):
+        self.dim, self.coarse, self.mode = dim, coarse, mode
+        self.table = load_descriptors(path) if path else {}
+        self.cache: dict[str, np.ndarray] = {}
+
+    def get(self, image_id: str, image) -> np.ndarray:
+        if self.mode == "zero":
+            return np.zeros((self.dim,), np.float32)
+        if image_id in self.table:
+            return self.table[image_id]
+        if self.coarse is None:
+            raise KeyError(f"no descriptor for image {image_id!r} (run `python -m training descriptors` "
+                           "for this split, or pass --no-descriptor)")
+        if image_id not in self.cache:
+            self.cache[image_id] = self.coarse.describe(image).descriptor
+        return self.cache[image_id]
+
+
+def make_descriptor_source(args, paths, dim: int, device: str) -> DescriptorSource:
+    if getattr(args, "no_descriptor", False):
+        return DescriptorSource(dim, mode="zero")
+    if getattr(args, "descriptors", None):
+        return DescriptorSource(dim, args.descriptors)
+    from earl_ros.model.vlm import CoarseModel
+
+    cm = CoarseModel.from_pretrained(paths["coarse"], device=device, lora_path=paths["coarse_lora"],
+                                     pooling=paths["pooling"], max_new_tokens=paths["limits"]["coarse_max_new_tokens"])
+    suppress_special_tokens(cm)
+    return DescriptorSource(dim, coarse=cm, mode="model")
+
+
+def sft_response(args) -> Path:
+    from earl_ros.model.vlm import ResponseModel
+
+    seed_everything(args.seed)
+    torch_threads(args.threads)
+    paths = manifest_paths(args.model)
+    rm = ResponseModel.from_pretrained(paths["response"], paths["afs"], lora_path=paths["response_lora"],
+                                       device=args.device, afs_alpha=paths["afs_alpha"])
+    if hasattr(rm.model, "merge_and_unload"):
+        rm.model = rm.model.merge_and_unload()
+        rm.injector.attach(rm.model)
+    suppress_special_tokens(rm)
+    alpha = paths["afs_alpha"] if args.afs_alpha is None else float(args.afs_alpha)
+    rm.injector.alpha = alpha
+    ds = IRGBench(args.data, args.split, image_limit=args.limit)
+    samples = _usable(ds.samples)
+    dsrc = make_descriptor_source(args, paths, rm.descriptor_dim, args.device)
+    if args.lora_r > 0:
+        rm.attach_lora(lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+    freeze_vision(rm.model)
+    rm.model.train()
+    rm.afs.train()
+    for p in rm.afs.parameters():
+        p.requires_grad_(True)
+    params = [p for p in rm.model.parameters() if p.requires_grad] + list(rm.afs.parameters())
+    log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
+
+    def step_fn(idx):
+        ss = [samples[i] for i in idx]
+        imgs = [s.image() for s in ss]
+        frames = [rm.frame_of(im.shape[:2]) for im in imgs]
+        targets = [response_target(s, f) for s, f in zip(ss, frames)]
+        desc = np.stack([dsrc.get(s.image_id, im) for s, im in zip(ss, imgs)])
+        b = rm.prepare(imgs, [s.query for s in ss], desc, completions=targets)
+        return rm.sft_loss(b)
+
+    batches = _batches(len(samples), args.batch_size, args.epochs, args.seed)
+    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet)
+    rm.model.eval()
+    rm.afs.eval()
+    if hasattr(rm.model, "merge_and_unload"):
+        rm.model = rm.model.merge_and_unload()
+    out = Path(args.out)
+    rm.model.save_pretrained(out / "response")
+    rm.processor.save_pretrained(out / "response")
+    rm.afs.save_pretrained(out / "afs")
+    derive_model_dir(args.model, out, response={"path": "response", "lora": None, "afs": "afs", "afs_alpha": alpha},
+                     extra={"sft_response": {"data": str(args.data), "split": args.split, "steps": len(batches),
+                                             "final_loss": losses[-1] if losses else None}})
+    print(json.dumps({"model_dir": str(out), "steps": len(batches), "samples": len(samples),
+                      "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI parsers
+
+def add_common(ap: argparse.ArgumentParser):
+    ap.add_argument("--config", help="YAML file of option: value (CLI flags override it)")
+    ap.add_argument("--model", required=False, help="input EARL model dir (earl.yaml)")
+    ap.add_argument("--data", help="dataset root in the Ego-IRGBench layout")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: int):
+    ap.add_argument("--out", help="output model dir")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--epochs", type=float, default=epochs)
+    ap.add_argument("--batch-size", type=int, default=batch)
+    ap.add_argument("--lr", type=float, default=lr)
+    ap.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
+    ap.add_argument("--lora-r", type=int, default=0, help="0 = train all LLM weights; R > 0 = LoRA (merged on save)")
+    ap.add_argument("--lora-alpha", type=int, default=128)
+    ap.add_argument("--lora-dropout", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def add_afs_alpha(ap: argparse.ArgumentParser):
+    ap.add_argument("--afs-alpha", type=float, default=None,
+                    help="AFS modulation scale, written to the output earl.yaml (default: the input model's; "
+                         "the authors' code uses 1.0, their README 0.1; small models trained from scratch need 0.1)")
