@@ -37,6 +37,7 @@ from earl_ros.model.errors import (
 )
 
 from . import params as P
+from . import response_retry
 from .conversions import array_to_image, image_to_array, stamp_to_ns
 from .errors import InvalidRequestError, QueryTooLongError
 from .frames import Frame, FrameBuffer
@@ -146,6 +147,7 @@ class EarlNode(Node):
                                use_global_arguments=False, start_parameter_services=False)
         self.query_srv = self.query_node.create_service(
             Query, SERVICE_NAME, self._on_query, callback_group=ReentrantCallbackGroup())
+        response_retry.install(self.query_srv, self._on_response_event)
         self.query_executor = MultiThreadedExecutor(num_threads=g("max_pending_queries"), context=self.context)
         self.query_executor.add_node(self.query_node)
         self._query_thread = threading.Thread(target=self._spin_queries, name="earl-query", daemon=True)
@@ -312,6 +314,16 @@ class EarlNode(Node):
         self._publish(self.pub_interaction, msg)
 
     # ================================================================ queries (query executor)
+    def _on_response_event(self, event: str, attempts: int) -> None:
+        """Counted under queries_by_code (RESPONSE_RESENT / RESPONSE_LOST) in /diagnostics."""
+        with self._query_lock:
+            self._query_counts["RESPONSE_" + event.upper()] += 1
+        if event == "lost":
+            self.get_logger().error(f"a query response could not be delivered after {attempts} attempts: "
+                                    "the client's response reader never matched (client gone?)")
+        else:
+            self.get_logger().info(f"query response delivered on attempt {attempts} (client was still matching)")
+
     def _on_query(self, request, response):
         t_start = time.perf_counter()
         code = "OK"
