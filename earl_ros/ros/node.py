@@ -1,6 +1,6 @@
 """The `earl` ROS 2 node: camera in, rolling interaction description, `query` service out.
 
-Threads (see docs/ros.md):
+Threads (see README.md, "ROS interface"):
 - main thread: SingleThreadedExecutor spinning node `earl` (image intake, parameters,
   /diagnostics timer). Intake callbacks only validate and buffer; nothing heavy runs here.
 - coarse worker: takes the newest frame, runs `pipeline.describe`, publishes `interaction`.

@@ -94,7 +94,7 @@ def test_docs_cover_every_parameter_topic_and_message_field():
 
     from earl_ros.ros import params as P
 
-    doc = (REPO / "docs" / "ros.md").read_text()
+    doc = (REPO / "README.md").read_text()
     for p in P.PARAMS:
         assert f"| `{p.name}` |" in doc, p.name
     for f in ("msg/InteractionDescription.msg", "msg/QueryResult.msg", "srv/Query.srv"):
