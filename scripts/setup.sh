@@ -36,7 +36,7 @@ IFACE_HASH=$(hash_of earl_interfaces/CMakeLists.txt earl_interfaces/package.xml 
 if [ -f earl_interfaces/CMakeLists.txt ] && ! stamp_ok iface "$IFACE_HASH"; then
   say "building earl_interfaces into the venv (cmake, about 10 s)"
   BUILD=$ROOT/build/earl_interfaces
-  rm -rf "$BUILD"
+  rm -rf "$BUILD"; mkdir -p "$ROOT/build"
   export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV
   cmake -S earl_interfaces -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" \
         -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$BUILD.log" 2>&1 \
