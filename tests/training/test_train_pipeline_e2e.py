@@ -10,6 +10,10 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
+# The session `chain` fixture trains three tiny stages (about a minute alone); its time counts toward
+# the first test that uses it, so these tests get more than the suite's 300 s on a loaded machine.
+pytestmark = pytest.mark.timeout(900)
+
 from training.common import load_descriptors
 from training.data import IRGBench
 
