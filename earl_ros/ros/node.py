@@ -551,9 +551,19 @@ class EarlNode(Node):
         self.pub_diag.publish(arr)
 
 
+def _quiet_model_loading() -> None:
+    """Weight-loading progress bars would fill the node's log (a launch file's screen) at every start."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        return
+    hf_logging.disable_progress_bar()
+
+
 def main(argv=None) -> int:
     """Entry point of the `earl` executable. Exits the process (os._exit) when done."""
     args = sys.argv if argv is None else argv
+    _quiet_model_loading()
     rclpy.init(args=args)
     node = None
     code = 0
