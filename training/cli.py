@@ -1,4 +1,5 @@
-"""`python -m training <command>`: synth | sft-coarse | descriptors | sft-response | grpo | eval.
+"""`python -m training <command>`: synth | sft-coarse | descriptors | segmenter-ft | sft-response | grpo | eval
+| export | recipe.
 
 Every command takes `--config FILE` (YAML of option: value, keys spelled like the options); explicit
 flags override the file. See docs/training.md for the full recipe.
@@ -10,7 +11,7 @@ import sys
 
 from training.common import env_offline, parse_with_config
 
-COMMANDS = ("synth", "sft-coarse", "descriptors", "sft-response", "grpo", "eval")
+COMMANDS = ("synth", "sft-coarse", "descriptors", "segmenter-ft", "sft-response", "grpo", "eval", "export", "recipe")
 
 
 def _synth_parser():
@@ -25,6 +26,7 @@ def _synth_parser():
     ap.add_argument("--style", choices=STYLES, default="default",
                     help="scene style; non-default styles make out-of-distribution splits")
     ap.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default %(default)s)")
+    ap.add_argument("--workers", type=int, default=1, help="processes drawing images (same output)")
     ap.add_argument("--quiet", action="store_true")
     return ap
 
@@ -100,20 +102,45 @@ def _eval_parser():
     return ap
 
 
-PARSERS = {"synth": _synth_parser, "sft-coarse": _sft_coarse_parser, "descriptors": _descriptors_parser,
+def _segmenter_ft_parser():
+    from training.segmenter_ft import add_segmenter_ft_args
+    from training.sft import add_common
+
+    ap = argparse.ArgumentParser(prog="python -m training segmenter-ft",
+                                 description="Fine-tune the model dir's SAM segmenter box -> mask on a dataset's masks.")
+    add_common(ap)
+    add_segmenter_ft_args(ap)
+    return ap
+
+
+def _export_parser():
+    ap = argparse.ArgumentParser(prog="python -m training export",
+                                 description="Self-contained copy of a model dir (LoRA merged, relative paths).")
+    ap.add_argument("--config", help="YAML file of option: value")
+    ap.add_argument("--model", help="input model dir (e.g. runs/.../grpo/final)")
+    ap.add_argument("--out", help="output model dir")
+    ap.add_argument("--name", default=None, help="model name in the manifest")
+    return ap
+
+
+PARSERS = {"segmenter-ft": _segmenter_ft_parser, "export": _export_parser,"synth": _synth_parser, "sft-coarse": _sft_coarse_parser, "descriptors": _descriptors_parser,
            "sft-response": _sft_response_parser, "grpo": _grpo_parser, "eval": _eval_parser}
-REQUIRED = {"synth": ["out"], "sft-coarse": ["model", "data", "out"], "descriptors": ["model", "data", "out"],
+REQUIRED = {"segmenter-ft": ["model", "data", "out"], "export": ["model", "out"],"synth": ["out"], "sft-coarse": ["model", "data", "out"], "descriptors": ["model", "data", "out"],
             "sft-response": ["model", "data", "out"], "grpo": ["model", "data", "out"], "eval": ["model", "data"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in PARSERS:
+    if not argv or argv[0] in ("-h", "--help") or (argv[0] not in PARSERS and argv[0] != "recipe"):
         print(__doc__.strip())
         print("\ncommands: " + " | ".join(COMMANDS) + "\n`python -m training COMMAND --help` for the options.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     env_offline()
     cmd, rest = argv[0], argv[1:]
+    if cmd == "recipe":
+        from training.recipe import main as recipe_main
+
+        return recipe_main(rest)
     parser = PARSERS[cmd]()
     args = parse_with_config(parser, rest)
     missing = [f"--{k.replace('_', '-')}" for k in REQUIRED[cmd] if getattr(args, k, None) in (None, "")]
@@ -124,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
         w, _, h = args.size.lower().partition("x")
         ids = generate(args.out, parse_splits(args.splits), seed=args.seed,
-                       cfg=SynthConfig(width=int(w), height=int(h), style=args.style), progress=not args.quiet)
+                       cfg=SynthConfig(width=int(w), height=int(h), style=args.style), progress=not args.quiet,
+                       workers=args.workers)
         from training.data.synth import write_corpus
 
         write_corpus(args.out)
@@ -147,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         from training.grpo import run_grpo
 
         run_grpo(args)
+    elif cmd == "segmenter-ft":
+        from training.segmenter_ft import segmenter_ft
+
+        segmenter_ft(args)
+    elif cmd == "export":
+        from training.export import run_export
+
+        run_export(args)
     elif cmd == "eval":
         from training.evaluate import run_eval
 

@@ -334,10 +334,14 @@ class GRPOTrainer:
         last = {}
         bar = tqdm(total=a.steps, initial=self.step, desc="grpo", unit="step",
                    disable=not self.acc.is_main_process or a.quiet)
+        t_start, step0 = time.perf_counter(), self.step
         while self.step < a.steps:
             t0 = time.perf_counter()
             last = self.train_step()
             last["step_s"] = time.perf_counter() - t0
+            el = time.perf_counter() - t_start
+            last["elapsed_s"] = round(el, 1)
+            last["eta_s"] = round(el / max(1, self.step - step0) * (a.steps - self.step), 1)
             self.log.log(last)
             bar.set_postfix(reward=f"{last['reward/total']:.3f}", kl=f"{last['kl']:.3g}")
             bar.update(1)

@@ -73,12 +73,13 @@ def _batches(n: int, batch_size: int, epochs: float, seed: int):
 
 
 def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: str, grad_clip=1.0,
-                progress=True):
+                progress=True, schedule: str = "linear"):
     from tqdm import tqdm
 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup, schedule))
     losses = []
+    t_start = time.perf_counter()
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="step")):
         t0 = time.perf_counter()
         loss = step_fn(idx)
@@ -90,7 +91,9 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
         losses.append(float(loss.detach()))
         if step % 10 == 0 or step == len(batches) - 1:
             log.log({"stage": desc, "step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn),
-                     "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0})
+                     "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0,
+                     "steps": len(batches), "elapsed_s": round(time.perf_counter() - t_start, 1),
+                     "eta_s": round((time.perf_counter() - t_start) / (step + 1) * (len(batches) - step - 1), 1)})
     return losses
 
 
@@ -115,7 +118,8 @@ def sft_coarse(args) -> Path:
         from peft import get_peft_model
 
         model = cm.model = get_peft_model(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
-    freeze_vision(model)
+    if not getattr(args, "train_vision", False):
+        freeze_vision(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     log = JsonlLogger(Path(args.out) / "sft_coarse_log.jsonl")
@@ -125,7 +129,8 @@ def sft_coarse(args) -> Path:
         return model(**b.inputs, labels=b.labels, use_cache=False).loss
 
     batches = _batches(len(ids), args.batch_size, args.epochs, args.seed)
-    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-coarse", progress=not args.quiet)
+    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-coarse", progress=not args.quiet,
+                         schedule=getattr(args, "lr_schedule", "linear"))
     model.eval()
     if hasattr(model, "merge_and_unload"):
         model = cm.model = model.merge_and_unload()
@@ -223,7 +228,8 @@ def sft_response(args) -> Path:
     dsrc = make_descriptor_source(args, paths, rm.descriptor_dim, args.device)
     if args.lora_r > 0:
         rm.attach_lora(lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
-    freeze_vision(rm.model)
+    if not getattr(args, "train_vision", False):
+        freeze_vision(rm.model)
     rm.model.train()
     rm.afs.train()
     for p in rm.afs.parameters():
@@ -241,7 +247,8 @@ def sft_response(args) -> Path:
         return rm.sft_loss(b)
 
     batches = _batches(len(samples), args.batch_size, args.epochs, args.seed)
-    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet)
+    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet,
+                         schedule=getattr(args, "lr_schedule", "linear"))
     rm.model.eval()
     rm.afs.eval()
     if hasattr(rm.model, "merge_and_unload"):
@@ -282,6 +289,10 @@ def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: i
     ap.add_argument("--lora-alpha", type=int, default=128)
     ap.add_argument("--lora-dropout", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-vision", action="store_true",
+                    help="also train the vision tower (default: frozen; small models trained from scratch "
+                         "need it: their random vision tower is not a pretrained encoder)")
+    ap.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
 
 
 def add_afs_alpha(ap: argparse.ArgumentParser):

@@ -321,6 +321,15 @@ class AFSInjector:
         f_emb = (emb.to(afs_dtype) * w).sum(1) / w.sum(1).clamp_min(1.0)  # [B, Dllm]
         self.last_f_emb = f_emb.detach()
         f_ana = self._expand_descriptor(b, emb.device, afs_dtype)  # [B, Din]
-        delta = self.alpha * (self.afs(f_ana, f_emb) - f_emb)  # [B, Dllm]
-        enabled = (f_ana != 0).any(dim=-1, keepdim=True)  # all-zero descriptor => exactly no delta
-        return torch.where(enabled, delta, torch.zeros_like(delta))
+        enabled = (f_ana != 0).any(dim=-1)  # all-zero descriptor => exactly no delta
+        if bool(enabled.all()):
+            return self.alpha * (self.afs(f_ana, f_emb) - f_emb)  # [B, Dllm]
+        delta = torch.zeros_like(f_emb)
+        if bool(enabled.any()):
+            # Run the AFS on the enabled rows only, so a disabled row never enters the AFS graph: with
+            # torch.where, a non-finite value computed for a masked row would still reach the AFS
+            # gradients as 0 * inf/NaN.
+            idx = enabled.nonzero(as_tuple=True)[0]
+            d = self.alpha * (self.afs(f_ana[idx], f_emb[idx]) - f_emb[idx])
+            delta = delta.index_put((idx,), d.to(delta.dtype))
+        return delta

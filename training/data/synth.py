@@ -520,9 +520,15 @@ def write_one(root: Path, split: str, index: int, seed: int, cfg: SynthConfig) -
     return iid
 
 
+def _write_one_star(a):
+    return write_one(*a)
+
+
 def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: SynthConfig | None = None,
-             progress: bool = True) -> dict[str, list[str]]:
-    """Write `splits` (name -> image count) under `root`; returns the ids written per split."""
+             progress: bool = True, workers: int = 1) -> dict[str, list[str]]:
+    """Write `splits` (name -> image count) under `root`; returns the ids written per split.
+
+    workers > 1 draws images in a process pool (same output: image i depends only on its seed)."""
     from tqdm import tqdm
 
     cfg = cfg or SynthConfig()
@@ -537,9 +543,17 @@ def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: Synth
         for split, n in splits.items():
             (root / "dataset_split" / split).mkdir(parents=True, exist_ok=True)
             ids = []
-            for i in range(n):
-                ids.append(write_one(root, split, i, seed, cfg))
-                bar.update(1)
+            if workers > 1:
+                from multiprocessing import Pool
+
+                with Pool(int(workers)) as pool:
+                    for iid in pool.imap(_write_one_star, [(root, split, i, seed, cfg) for i in range(n)], chunksize=16):
+                        ids.append(iid)
+                        bar.update(1)
+            else:
+                for i in range(n):
+                    ids.append(write_one(root, split, i, seed, cfg))
+                    bar.update(1)
             out[split] = ids
     return out
 

@@ -1,0 +1,89 @@
+"""segmenter-ft, export and the tiny-synth recipe (quick scale) produce self-contained, loadable model dirs."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.training.conftest import run_cli
+
+# Uses the session `chain` fixture (three tiny training stages) and runs the quick-scale recipe.
+pytestmark = pytest.mark.timeout(900)
+
+
+def _absolute_paths(raw):
+    out = []
+    for sec, keys in (("coarse", ("path", "lora")), ("response", ("path", "lora", "afs")),
+                      ("segmenter", ("path", "decoder_onnx"))):
+        out += [raw[sec][k] for k in keys if raw[sec].get(k) and str(raw[sec][k]).startswith("/")]
+    return out
+
+
+def test_segmenter_ft_learns_box_to_mask(chain, tmp_path):
+    from earl_ros.model.segmenter import Segmenter
+    from training.data import IRGBench
+
+    out = tmp_path / "seg"
+    run_cli("segmenter-ft", "--model", chain["m1"], "--data", chain["data"], "--out", out, "--steps", 30,
+            "--batch-images", 4, "--lr", "3e-3", "--seed", 0)
+    raw = yaml.safe_load((out / "earl.yaml").read_text())
+    assert raw["segmenter"]["path"] == "sam"
+    log = [json.loads(line) for line in (out / "segmenter_ft_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"]
+    # the trained decoder is what inference loads
+    seg = Segmenter.from_pretrained(out / "sam")
+    ds = IRGBench(chain["data"], "train")
+    s = next(s for s in ds.samples if s.entities)
+    masks, _ = seg.segment(s.image(), s.boxes().astype(np.float32))
+    assert masks.shape[1:] == s.image().shape[:2]
+
+
+def test_export_is_self_contained_and_merges_lora(chain, tmp_path):
+    from earl_ros.model.manifest import Manifest
+    from training.export import export_model_dir
+
+    g = tmp_path / "grpo"
+    run_cli("grpo", "--model", chain["m2"], "--data", chain["data"], "--out", g, "--descriptors", chain["desc"],
+            "--steps", 1, "--prompts-per-step", 2, "--micro-batch", 2, "--num-generations", 2,
+            "--max-completion-length", 8, "--lora-r", 4, "--lora-alpha", 8, "--segmenter", "box", "--lr", "1e-2",
+            "--save-every", 0, "--quiet")
+    src = g / "final"
+    assert _absolute_paths(yaml.safe_load((src / "earl.yaml").read_text()))  # training dirs point outside
+    out = export_model_dir(src, tmp_path / "exported", name="x")
+    raw = yaml.safe_load((out / "earl.yaml").read_text())
+    assert _absolute_paths(raw) == []
+    assert raw["response"]["lora"] is None and raw["name"] == "x"
+    m = Manifest.load(out)
+    for p in (m.coarse.path, m.response.path, m.response.afs, m.segmenter.path):
+        assert out.resolve() in p.resolve().parents
+    # the merged response model gives the same logits as base + LoRA
+    import torch
+
+    from earl_ros.model.vlm import ResponseModel
+    from training.data import IRGBench
+
+    s = IRGBench(chain["data"], "test").samples[0]
+    src_m = Manifest.load(src)
+    a = ResponseModel.from_pretrained(src_m.response.path, src_m.response.afs, lora_path=src_m.response.lora,
+                                      afs_alpha=src_m.response.afs_alpha)
+    b = ResponseModel.from_pretrained(m.response.path, m.response.afs, afs_alpha=m.response.afs_alpha)
+    d = np.random.default_rng(0).normal(size=a.descriptor_dim).astype(np.float32)
+    la = a.logits(s.image(), s.query, d)
+    lb = b.logits(s.image(), s.query, d)
+    assert torch.allclose(la, lb, atol=1e-4)
+
+
+def test_recipe_quick_scale(tmp_path):
+    from earl_ros.model.pipeline import EarlPipeline
+    from training.recipe import main
+
+    run = tmp_path / "run"
+    assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m")]) == 0
+    rec = json.loads((run / "recipe.json").read_text())
+    assert set(rec["stage_seconds"]) >= {"synth", "tiny", "sft-coarse", "descriptors", "segmenter-ft",
+                                         "sft-response", "grpo", "export"}
+    raw = yaml.safe_load((tmp_path / "m" / "earl.yaml").read_text())
+    assert _absolute_paths(raw) == []
+    pipe = EarlPipeline.from_dir(tmp_path / "m")
+    g = pipe.answer(np.zeros((96, 128, 3), np.uint8), "Where is my left hand?")
+    assert g.image_size == (96, 128)
