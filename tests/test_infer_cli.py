@@ -81,11 +81,12 @@ def test_errors_are_one_line_on_stderr_with_exit_code_2(tiny_model_dir, image_fi
     assert len(err) == 1 and err[0].startswith("earl-infer: error:") and needle in err[0], r.stderr
 
 
-def test_without_model_the_default_is_used_or_a_build_hint_given(image_file, tmp_path):
-    if (REPO / "models" / "earl-tiny-synth" / "earl.yaml").is_file():
-        pytest.skip("the embedded default model exists in this checkout")
-    r = _run("--image", image_file, "--query", "which hand?", cwd=tmp_path)
-    assert r.returncode == 2 and "MODEL_DIR" in r.stderr and "python -m earl_ros.model.tiny" in r.stderr
+def test_without_model_the_embedded_default_is_used(image_file, tmp_path):
+    """From any working directory, no --model means models/earl-tiny-synth of this checkout."""
+    assert (REPO / "models" / "earl-tiny-synth" / "earl.yaml").is_file(), "the embedded model is committed"
+    r = _run("--image", image_file, "--query", "which hand?", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "earl-tiny-synth"
 
 
 def test_corrupt_image_is_an_invalid_image_error(tiny_model_dir, tmp_path):
