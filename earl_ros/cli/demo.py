@@ -63,7 +63,7 @@ def log(*a) -> None:
 def resolve_model(args, out: Path) -> tuple[Path, bool]:
     """(model dir, trained?). Without the embedded model, a tiny random-weight one is built so the
     plumbing can still be shown; its answers are noise and the demo says so loudly."""
-    from earl_ros.cli.infer import _default_model
+    from earl_ros.model.manifest import default_model_dir
 
     if args.model:
         from earl_ros.model.manifest import Manifest
@@ -71,7 +71,7 @@ def resolve_model(args, out: Path) -> tuple[Path, bool]:
         model = Path(args.model).expanduser().resolve()
         Manifest.load(model)  # a bad model dir is one clear line before any process starts
         return model, True
-    model = _default_model()
+    model = default_model_dir()
     if model is not None:
         return model.resolve(), True
     fallback = out / "tiny-random-model"
@@ -285,8 +285,6 @@ def plan_from_script(script: dict) -> list[dict]:
 
 
 def run(args) -> int:
-    from PIL import Image
-
     from earl_ros.ros.env import safe_env
 
     out = Path(args.out)

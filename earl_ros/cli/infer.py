@@ -17,17 +17,6 @@ import sys
 from pathlib import Path
 
 
-def _default_model() -> Path | None:
-    """models/earl-tiny-synth in the working directory or in the source checkout, if present."""
-    import earl_ros
-
-    repo = Path(earl_ros.__file__).resolve().parents[1]
-    for cand in (Path.cwd() / "models" / "earl-tiny-synth", repo / "models" / "earl-tiny-synth"):
-        if (cand / "earl.yaml").is_file():
-            return cand
-    return None
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="earl-infer", description="EARL: answer + boxes + masks for one image and query")
     ap.add_argument("--model", help="model directory with earl.yaml (default: models/earl-tiny-synth)")
@@ -48,7 +37,9 @@ def run(args) -> dict:
     from earl_ros.model.manifest import Manifest
 
     # Cheap checks first: a bad model dir, query or image is reported before torch is even imported.
-    model = Path(args.model) if args.model else _default_model()
+    from earl_ros.model.manifest import default_model_dir
+
+    model = Path(args.model) if args.model else default_model_dir()
     if model is None:
         raise ModelDirError(
             "no --model given and models/earl-tiny-synth does not exist; build a tiny model with "

@@ -171,3 +171,15 @@ def write_manifest(model_dir: str | Path, data: dict) -> Path:
     p = Path(model_dir) / MANIFEST_NAME
     p.write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return p
+
+
+DEFAULT_MODEL = Path("models") / "earl-tiny-synth"
+
+
+def default_model_dir() -> Path | None:
+    """The embedded default model, used when no model is given: models/earl-tiny-synth in the
+    working directory, else in the source checkout; None when neither holds one (e.g. a pip install)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / DEFAULT_MODEL / "earl.yaml").is_file():
+            return root / DEFAULT_MODEL
+    return None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -167,9 +166,3 @@ class EarlPipeline:
             query_truncated=raw.query_truncated,
             image_size=(h, w),
         )
-
-
-def default_model_dir(repo_root: Path | None = None) -> Path:
-    """models/earl-tiny-synth relative to the repository root (the embedded default model)."""
-    root = repo_root or Path(__file__).resolve().parents[2]
-    return root / "models" / "earl-tiny-synth"

@@ -7,7 +7,7 @@ sensor_msgs/Image (rgb8/bgr8/rgba8/bgra8/mono8) or sensor_msgs/CompressedImage m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -23,31 +23,40 @@ def _typestore():
     return get_typestore(getattr(Stores, "ROS2_KILTED", Stores.LATEST))
 
 
+def _write_bag(path, frames: Iterable[np.ndarray], topic: str, msgtype: str, rate: float, frame_id: str,
+               start_ns: int, fields: Callable[[int, np.ndarray], dict]) -> Path:
+    """One rosbag2 MCAP bag of image messages stamped start_ns + i / rate; `fields(i, rgb)` gives
+    each message's fields other than the header."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = _typestore()
+    Msg, Header, Time = ts.types[msgtype], ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    path = Path(path)
+    period = int(round(1e9 / rate))
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection(topic, msgtype, typestore=ts)
+        for i, rgb in enumerate(frames):
+            t = start_ns + i * period
+            header = Header(stamp=Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000), frame_id=frame_id)
+            w.write(conn, t, ts.serialize_cdr(Msg(header=header, **fields(i, rgb)), msgtype))
+    return path
+
+
 def write_image_bag(path, frames: Iterable[np.ndarray], topic: str = "/camera/image_raw",
                     rate: float = 30.0, frame_id: str = "camera", start_ns: int = 1_700_000_000_000_000_000,
                     encoding: str = "rgb8") -> Path:
     """Write RGB uint8 frames as sensor_msgs/Image to a rosbag2 MCAP bag directory `path`."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
 
-    ts = _typestore()
-    Image, Header, Time = ts.types[IMAGE], ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
-    path = Path(path)
-    period = int(round(1e9 / rate))
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conn = w.add_connection(topic, IMAGE, typestore=ts)
-        for i, rgb in enumerate(frames):
-            a = np.ascontiguousarray(rgb, dtype=np.uint8)
-            if encoding == "bgr8":
-                a = np.ascontiguousarray(a[..., ::-1])
-            elif encoding == "mono8":
-                a = a[..., :1] if a.ndim == 3 else a[..., None]
-            h, w_, c = a.shape
-            t = start_ns + i * period
-            msg = Image(header=Header(stamp=Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000), frame_id=frame_id),
-                        height=h, width=w_, encoding=encoding, is_bigendian=0, step=w_ * c,
-                        data=a.reshape(-1))
-            w.write(conn, t, ts.serialize_cdr(msg, IMAGE))
-    return path
+    def fields(_i, rgb):
+        a = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if encoding == "bgr8":
+            a = np.ascontiguousarray(a[..., ::-1])
+        elif encoding == "mono8":
+            a = a[..., :1] if a.ndim == 3 else a[..., None]
+        h, w, c = a.shape
+        return dict(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * c, data=a.reshape(-1))
+
+    return _write_bag(path, frames, topic, IMAGE, rate, frame_id, start_ns, fields)
 
 
 def write_compressed_bag(path, frames: Iterable[np.ndarray], topic: str = "/camera/image_raw/compressed",
@@ -56,25 +65,15 @@ def write_compressed_bag(path, frames: Iterable[np.ndarray], topic: str = "/came
     """Write RGB uint8 frames as JPEG sensor_msgs/CompressedImage: about 20x smaller than raw
     frames, which is what lets a demo clip live in git."""
     import cv2
-    from rosbags.rosbag2 import StoragePlugin, Writer
 
-    ts = _typestore()
-    Compressed, Header, Time = ts.types[COMPRESSED], ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
-    path = Path(path)
-    period = int(round(1e9 / rate))
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conn = w.add_connection(topic, COMPRESSED, typestore=ts)
-        for i, rgb in enumerate(frames):
-            ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]),
-                                   [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-            if not ok:
-                raise InvalidImageError(f"frame {i}: JPEG encoding failed")
-            t = start_ns + i * period
-            msg = Compressed(header=Header(stamp=Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000),
-                                           frame_id=frame_id),
-                             format="rgb8; jpeg compressed bgr8", data=jpg.reshape(-1))
-            w.write(conn, t, ts.serialize_cdr(msg, COMPRESSED))
-    return path
+    def fields(i, rgb):
+        ok, jpg = cv2.imencode(".jpg", np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise InvalidImageError(f"frame {i}: JPEG encoding failed")
+        return dict(format="rgb8; jpeg compressed bgr8", data=jpg.reshape(-1))
+
+    return _write_bag(path, frames, topic, COMPRESSED, rate, frame_id, start_ns, fields)
 
 
 def read_image_bag(path, topic: str | None = None) -> Iterator[tuple[np.ndarray, int, str]]:

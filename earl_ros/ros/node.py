@@ -76,10 +76,9 @@ class EarlNode(Node):
         if pipeline is None:
             model_dir = g("model_dir")
             if not model_dir:
-                from earl_ros.model.pipeline import default_model_dir
+                from earl_ros.model.manifest import default_model_dir
 
-                if (default_model_dir() / "earl.yaml").is_file():
-                    model_dir = str(default_model_dir())
+                model_dir = str(default_model_dir() or "")
             if not model_dir:
                 raise StartupError("parameter model_dir is empty: pass --model DIR to earl-launch, "
                                    "model_dir:=DIR to the launch file, or set it in the params file")
