@@ -23,6 +23,7 @@ import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
@@ -579,6 +580,11 @@ def main(argv=None) -> int:
         executor.add_node(node)
         try:
             executor.spin()
+        except _rclpy.RCLError:
+            # SIGINT/SIGTERM shut the context down; when that races with the executor building its
+            # wait set, rclpy raises RCLError instead of ExternalShutdownException: the same clean stop.
+            if node.context.ok():
+                raise
         finally:
             executor.shutdown(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException, _StartupFailed):
