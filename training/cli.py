@@ -1,5 +1,5 @@
-"""`python -m training <command>`: synth | sft-coarse | descriptors | segmenter-ft | sft-response | grpo | eval
-| export | recipe.
+"""`python -m training <command>`: synth | vision-pretrain | sft-coarse | descriptors | segmenter-ft | segmenter-eval |
+sft-response | grpo | eval | export | recipe.
 
 Every command takes `--config FILE` (YAML of option: value, keys spelled like the options); explicit
 flags override the file. See docs/training.md for the full recipe.
@@ -11,7 +11,7 @@ import sys
 
 from training.common import env_offline, parse_with_config
 
-COMMANDS = ("synth", "sft-coarse", "descriptors", "segmenter-ft", "sft-response", "grpo", "eval", "export", "recipe")
+COMMANDS = ("synth", "vision-pretrain", "sft-coarse", "descriptors", "segmenter-ft", "segmenter-eval", "sft-response", "grpo", "eval", "export", "recipe")
 
 
 def _synth_parser():
@@ -107,9 +107,30 @@ def _segmenter_ft_parser():
     from training.sft import add_common
 
     ap = argparse.ArgumentParser(prog="python -m training segmenter-ft",
-                                 description="Fine-tune the model dir's SAM segmenter box -> mask on a dataset's masks.")
+                                 description="Fine-tune the model dir's SAM / SAM 2 segmenter box -> mask on a dataset's masks.")
     add_common(ap)
     add_segmenter_ft_args(ap)
+    return ap
+
+
+def _vision_pretrain_parser():
+    from training.vision_pretrain import add_vision_pretrain_args
+
+    ap = argparse.ArgumentParser(prog="python -m training vision-pretrain",
+                                 description="Dense pretraining of a from-scratch vision tower on rendered synthetic scenes.")
+    ap.add_argument("--config", help="YAML file of option: value")
+    add_vision_pretrain_args(ap)
+    return ap
+
+
+def _segmenter_eval_parser():
+    from training.segmenter_ft import add_segmenter_eval_args
+    from training.sft import add_common
+
+    ap = argparse.ArgumentParser(prog="python -m training segmenter-eval",
+                                 description="Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).")
+    add_common(ap)
+    add_segmenter_eval_args(ap)
     return ap
 
 
@@ -123,9 +144,11 @@ def _export_parser():
     return ap
 
 
-PARSERS = {"segmenter-ft": _segmenter_ft_parser, "export": _export_parser,"synth": _synth_parser, "sft-coarse": _sft_coarse_parser, "descriptors": _descriptors_parser,
+PARSERS = {"vision-pretrain": _vision_pretrain_parser, "segmenter-ft": _segmenter_ft_parser, "segmenter-eval": _segmenter_eval_parser, "export": _export_parser,
+           "synth": _synth_parser, "sft-coarse": _sft_coarse_parser, "descriptors": _descriptors_parser,
            "sft-response": _sft_response_parser, "grpo": _grpo_parser, "eval": _eval_parser}
-REQUIRED = {"segmenter-ft": ["model", "data", "out"], "export": ["model", "out"],"synth": ["out"], "sft-coarse": ["model", "data", "out"], "descriptors": ["model", "data", "out"],
+REQUIRED = {"vision-pretrain": ["model", "out"], "segmenter-ft": ["model", "data", "out"], "segmenter-eval": ["model", "data"], "export": ["model", "out"],
+            "synth": ["out"], "sft-coarse": ["model", "data", "out"], "descriptors": ["model", "data", "out"],
             "sft-response": ["model", "data", "out"], "grpo": ["model", "data", "out"], "eval": ["model", "data"]}
 
 
@@ -179,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         from training.segmenter_ft import segmenter_ft
 
         segmenter_ft(args)
+    elif cmd == "vision-pretrain":
+        from training.vision_pretrain import vision_pretrain
+
+        vision_pretrain(args)
+    elif cmd == "segmenter-eval":
+        from training.segmenter_ft import segmenter_eval
+
+        segmenter_eval(args)
     elif cmd == "export":
         from training.export import run_export
 

@@ -5,6 +5,8 @@ reproducible by hand, see the printed commands and OUT/recipe.json):
 
   1. synth         synthetic egocentric scenes (train + val, seed 0) + corpus.txt
   2. tiny          random-weight tiny EARL model dir, tokenizer trained on the corpus
+  2b. vision-pretrain  dense pretraining of the (shared-shape) vision towers on rendered scenes: the
+                   tiny model's stand-in for a pretrained encoder (caption SFT alone left it blind)
   3. sft-coarse    stage-1 SFT (image -> interaction description), vision tower trained too
   4. descriptors   F_ana of every train/val image (the model's own description, as at run time)
   5. segmenter-ft  the tiny SAM trained box -> mask on the synthetic masks (jittered boxes)
@@ -34,13 +36,15 @@ from pathlib import Path
 TINY_SYNTH = {
     "threads": 2,
     "synth": {"splits": "train=3000,val=50", "seed": 0, "size": "256x192"},
-    "tiny": {"vocab_size": 2048, "coarse_hidden": 128, "response_hidden": 128, "num_layers": 4, "seed": 0},
+    "tiny": {"vocab_size": 2048, "coarse_hidden": 128, "response_hidden": 128, "num_layers": 4, "seed": 0,
+             "vision_hidden": 64, "vision_depth": 4, "segmenter": "sam2", "segmenter_init": "train"},
+    "vision_pretrain": {"steps": 1500, "batch_images": 16, "lr": 2e-3},
     "sft_coarse": {"epochs": 4, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine"},
-    "segmenter_ft": {"steps": 2500, "batch_images": 8, "boxes_per_image": 3, "lr": 2e-3, "jitter": 0.15},
-    "sft_response": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
-                     "afs_alpha": 0.1},
+    "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
+    "sft_response": {"epochs": 1.5, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
+                     "afs_alpha": 0.5},
     "grpo": {"steps": 150, "prompts_per_step": 8, "micro_batch": 8, "num_generations": 4, "temperature": 1.0,
-             "max_completion_length": 96, "beta": 0.01, "epsilon": 0.2, "lr": 5e-4, "afs_lr": 1e-4,
+             "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 3e-4, "afs_lr": 1e-4,
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
              "segmenter": "model", "save_every": 50},
     "select": {"val_images": 50},
@@ -49,6 +53,7 @@ TINY_SYNTH = {
 QUICK = {
     "synth": {"splits": "train=24,val=4"},
     "sft_coarse": {"epochs": 1},
+    "vision_pretrain": {"steps": 3, "batch_images": 4, "val_images": 4},
     "segmenter_ft": {"steps": 3},
     "sft_response": {"epochs": 0.2},
     "grpo": {"steps": 2, "save_every": 0},
@@ -78,8 +83,9 @@ def _flags(d: dict) -> list[str]:
 
 class Recipe:
     def __init__(self, out: Path, model_out: Path | None, cfg: dict, resume: bool, ablation: str | None = None,
-                 device: str = "cpu", workers: int = 1):
+                 device: str = "cpu", workers: int = 1, with_ablation: bool = True):
         self.out, self.model_out, self.cfg, self.resume = out, model_out, cfg, resume
+        self.with_ablation = with_ablation
         self.ablation, self.device, self.workers = ablation, device, workers
         self.times: dict[str, float] = {}
         self.commands: list[str] = []
@@ -93,6 +99,9 @@ class Recipe:
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"config": self.cfg, "stage_seconds": self.times,
                                                "total_seconds": sum(self.times.values()),
+                                               # stages in parallel lanes overlap: the wall clock of this
+                                               # invocation is what a user waits
+                                               "wall_seconds": round(time.perf_counter() - self.t0, 1),
                                                "commands": self.commands}, indent=1))
 
     def stage(self, name: str, done: Path, argv: list[str] | None = None, fn=None):
@@ -115,6 +124,47 @@ class Recipe:
         print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
         self._save()
 
+    def stage_parallel(self, lanes: list[list[tuple[str, Path, list[str]]]]):
+        """Run independent lanes of stages at once: each lane's stages in order, one process each
+        (logs: OUT/logs/<stage>.log). On the 2-core target, two 1-thread processes get more done
+        than one 2-thread process: the models are too small for intra-op threads to scale."""
+        import subprocess
+        import threading
+
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        failed: list[str] = []
+        lock = threading.Lock()
+
+        def run_lane(lane):
+            for name, done, argv in lane:
+                if self.resume and done.exists():
+                    print(f"[recipe] {name}: exists ({done}), skipped", flush=True)
+                    continue
+                log = logs / f"{name}.log"
+                print(f"\n[recipe] === {name} (parallel lane) === python -m training {' '.join(argv)}\n"
+                      f"[recipe] log: {log}; elapsed so far {self._el()}", flush=True)
+                t = time.perf_counter()
+                with open(log, "w") as f:
+                    rc = subprocess.call([sys.executable, "-m", "training", *argv], stdout=f, stderr=subprocess.STDOUT)
+                with lock:
+                    if rc:
+                        failed.append(f"{name} (exit {rc}, see {log})")
+                        return
+                    self.times[name] = round(time.perf_counter() - t, 1)
+                    self._save()
+                print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
+
+        for lane in lanes:
+            self.commands += ["python -m training " + " ".join(argv) for _, _, argv in lane]
+        threads = [threading.Thread(target=run_lane, args=(lane,)) for lane in lanes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise SystemExit(f"[recipe] stage(s) failed: {', '.join(failed)}")
+
     def _el(self) -> str:
         s = int(time.perf_counter() - self.t0)
         return f"{s // 60}m{s % 60:02d}s"
@@ -133,30 +183,62 @@ class Recipe:
             extra = [ln for ln in (data / "corpus.txt").read_text().splitlines() if ln.strip()]
             build_tiny_model_dir(m0, extra_texts=extra, name="earl-tiny-synth", **c["tiny"])
         self.stage("tiny", m0 / "earl.yaml", fn=build_tiny)
-        self.stage("sft-coarse", o / "coarse" / "earl.yaml",
-                   ["sft-coarse", "--model", str(m0), "--data", str(data), "--out", str(o / "coarse"),
-                    "--train-vision", "--quiet", *th, *_flags(c["sft_coarse"])])
+        vis, seg, stage1 = o / "vision", o / "seg", o / "stage1"
         desc = o / "coarse" / "descriptors.safetensors"
-        self.stage("descriptors", desc, ["descriptors", "--model", str(o / "coarse"), "--data", str(data),
-                                         "--split", "train", "val", "--out", str(desc), "--quiet", *th])
-        self.stage("segmenter-ft", o / "seg" / "earl.yaml",
-                   ["segmenter-ft", "--model", str(o / "coarse"), "--data", str(data), "--out", str(o / "seg"),
-                    *th, *_flags(c["segmenter_ft"])])
-        if self.ablation == "no-descriptor":  # same data, same stages and steps, zero descriptors (AFS off)
-            self.stage("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
-                       ["sft-response", "--model", str(o / "seg"), "--data", str(data), "--out", str(o / "sft_nodesc"),
-                        "--no-descriptor", "--train-vision", "--quiet", *dev, *_flags(c["sft_response"])])
-            self.stage("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
-                       ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
-                        "--no-descriptor", "--quiet", *dev, *_flags(c["grpo"])])
+        half = ["--threads", str(max(1, c["threads"] // 2))]
+        # Two lanes: the VLM towers (vision pretraining, coarse SFT, descriptors) and the segmenter,
+        # which only needs model0's segmenter; they meet in `stage1`.
+        self.stage_parallel([
+            [("vision-pretrain", vis / "earl.yaml",
+              ["vision-pretrain", "--model", str(m0), "--out", str(vis), "--quiet", *half,
+               *_flags(c["vision_pretrain"])]),
+             ("sft-coarse", o / "coarse" / "earl.yaml",
+              ["sft-coarse", "--model", str(vis), "--data", str(data), "--out", str(o / "coarse"),
+               "--train-vision", "--quiet", *half, *_flags(c["sft_coarse"])]),
+             ("descriptors", desc, ["descriptors", "--model", str(o / "coarse"), "--data", str(data),
+                                    "--split", "train", "val", "--out", str(desc), "--quiet", *half])],
+            [("segmenter-ft", seg / "earl.yaml",
+              ["segmenter-ft", "--model", str(m0), "--data", str(data), "--out", str(seg), *half,
+               *_flags(c["segmenter_ft"])])],
+        ])
+
+        def assemble():
+            from training.common import derive_model_dir, read_manifest_raw
+            from earl_ros.model.manifest import write_manifest
+
+            derive_model_dir(o / "coarse", stage1, extra={"segmenter_ft": read_manifest_raw(seg)["training"]
+                                                          .get("segmenter_ft")})
+            raw = read_manifest_raw(stage1)
+            raw["segmenter"] = {**read_manifest_raw(seg)["segmenter"], "path": str((seg / "sam").resolve()),
+                                "decoder_onnx": None}
+            write_manifest(stage1, raw)
+        self.stage("stage1", stage1 / "earl.yaml", fn=assemble)
+        sft_args = ["--train-vision", "--quiet", *_flags(c["sft_response"])]
+        main_arm = [("sft-response", o / "sft" / "earl.yaml",
+                     ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft"),
+                      "--descriptors", str(desc), *sft_args]),
+                    ("grpo", o / "grpo" / "final" / "earl.yaml",
+                     ["grpo", "--model", str(o / "sft"), "--data", str(data), "--out", str(o / "grpo"),
+                      "--descriptors", str(desc), "--quiet", *_flags(c["grpo"])])]
+        # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
+        ablation_arm = [("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
+                         ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft_nodesc"),
+                          "--no-descriptor", *sft_args]),
+                        ("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
+                         ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
+                          "--no-descriptor", "--quiet", *_flags(c["grpo"])])]
+        if self.ablation == "no-descriptor":
+            for name, done, argv in ablation_arm:
+                self.stage(name, done, [*argv, *dev])
             print(f"[recipe] ablation finished: {json.dumps(self.times)}", flush=True)
             return o / "grpo_nodesc" / "final"
-        self.stage("sft-response", o / "sft" / "earl.yaml",
-                   ["sft-response", "--model", str(o / "seg"), "--data", str(data), "--out", str(o / "sft"),
-                    "--descriptors", str(desc), "--train-vision", "--quiet", *dev, *_flags(c["sft_response"])])
-        self.stage("grpo", o / "grpo" / "final" / "earl.yaml",
-                   ["grpo", "--model", str(o / "sft"), "--data", str(data), "--out", str(o / "grpo"),
-                    "--descriptors", str(desc), "--quiet", *dev, *_flags(c["grpo"])])
+        if self.with_ablation:  # both arms at once, each a lane with half the threads
+            hd = half + dev[2:]
+            self.stage_parallel([[(n, d, [*a, *hd]) for n, d, a in main_arm],
+                                 [(n, d, [*a, *hd]) for n, d, a in ablation_arm]])
+        else:
+            for name, done, argv in main_arm:
+                self.stage(name, done, [*argv, *dev])
         # Model selection on the validation split (seed 0, never the held-out test seeds): export the
         # response stage (SFT warm-up or SFT + GRPO) with the higher val cIoU.
         sel_file = o / "selection.json"
@@ -202,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", choices=("no-descriptor",), default=None,
                     help="train the response stages of an ablation arm instead (same data, stages and steps; "
                          "shared stages are reused with --resume); nothing is exported")
-    ap.add_argument("--device", default="cpu", help="device of the response stages (ablation runs on a GPU box)")
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="skip the no-descriptor arm (by default it trains alongside the main response stages)")
+    ap.add_argument("--device", default="cpu", help="device of the response stages")
     ap.add_argument("--workers", type=int, default=1, help="processes drawing the synthetic images")
     args = ap.parse_args(argv)
     import os
@@ -231,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists() and not args.resume:
         shutil.rmtree(out)
     model_out = Path(args.model_out) if args.model_out and not args.ablation else None
-    r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers)
+    r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,
+               with_ablation=not args.no_ablation)
     r.run()
     return 0
 

@@ -107,7 +107,7 @@ def build_tokenizer(extra_texts: Iterable[str] | None = None, vocab_size: int = 
     return fast
 
 
-def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2):
+def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2, vision_hidden: int = 32, vision_depth: int = 2):
     """A small Qwen2.5-VL config whose special-token ids match the tiny tokenizer."""
     from transformers import Qwen2_5_VLConfig
 
@@ -132,15 +132,15 @@ def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2):
             tie_word_embeddings=True,
         ),
         vision_config=dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
+            depth=vision_depth,
+            hidden_size=vision_hidden,
+            intermediate_size=2 * vision_hidden,
+            num_heads=max(2, vision_hidden // 16),
             patch_size=14,
             spatial_merge_size=2,
             temporal_patch_size=2,
             window_size=56,
-            fullatt_block_indexes=[1],
+            fullatt_block_indexes=[vision_depth - 1],
             out_hidden_size=text_hidden,
         ),
         image_token_id=ids["<|image_pad|>"],
@@ -157,7 +157,8 @@ TINY_MIN_PIXELS = 56 * 56
 TINY_MAX_PIXELS = 224 * 224
 
 
-def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_layers: int = 2) -> Path:
+def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_layers: int = 2,
+                   vision_hidden: int = 32, vision_depth: int = 2) -> Path:
     """Random-weight Qwen2.5-VL + processor saved in HF format at out_dir."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
@@ -166,7 +167,7 @@ def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_la
     from .vlm import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = tiny_vl_config(tokenizer, text_hidden, num_layers)
+    config = tiny_vl_config(tokenizer, text_hidden, num_layers, vision_hidden, vision_depth)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
@@ -184,13 +185,13 @@ def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_la
     return out_dir
 
 
-def _build_segmenter(out_dir: Path, seed: int, segmenter: str) -> Path:
+def _build_segmenter(out_dir: Path, seed: int, segmenter: str, init: str = "random") -> Path:
     from . import tiny_sam
 
     if segmenter == "sam":
-        return tiny_sam.build_tiny_sam(out_dir, seed)
+        return tiny_sam.build_tiny_sam(out_dir, seed, init=init)
     if segmenter == "sam2":
-        return tiny_sam.build_tiny_sam2(out_dir, seed)
+        return tiny_sam.build_tiny_sam2(out_dir, seed, init=init)
     raise ValueError(f"segmenter must be 'sam' or 'sam2', got {segmenter!r}")
 
 
@@ -204,6 +205,9 @@ def build_tiny_model_dir(
     coarse_hidden: int = 96,
     response_hidden: int = 64,
     num_layers: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    segmenter_init: str = "random",
 ) -> Path:
     """Write a complete tiny model directory (earl.yaml + parts) to out_dir and return its path.
 
@@ -211,7 +215,10 @@ def build_tiny_model_dir(
     2 CPU cores. extra_texts enlarge the tokenizer corpus (training passes its captions and answers);
     vocab_size caps the BPE vocabulary (the model's embedding table has exactly len(tokenizer) rows).
     coarse_hidden / response_hidden / num_layers size the two language models (hidden sizes must be
-    multiples of 8 and >= 32: 4 attention heads, three M-RoPE sections); the defaults keep a CPU forward in milliseconds.
+    multiples of 8 and >= 32: 4 attention heads, three M-RoPE sections); vision_hidden / vision_depth
+    size both vision towers (hidden a multiple of 16); the defaults keep a CPU forward in milliseconds.
+    segmenter_init "random" (default: box-dependent masks from the start, what tests want) or "train"
+    (transformers' initialisation, the better start for `training segmenter-ft`).
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -233,11 +240,13 @@ def build_tiny_model_dir(
     for h in (coarse_hidden, response_hidden):
         if h % 8 or h < 32:
             raise ValueError(f"tiny hidden sizes must be multiples of 8 and >= 32, got {h}")
-    build_tiny_vlm(out / "coarse", tokenizer, coarse_hidden, seed, num_layers)
-    build_tiny_vlm(out / "response", tokenizer, response_hidden, seed + 1, num_layers)
+    if vision_hidden % 16 or vision_depth < 1:
+        raise ValueError(f"vision_hidden must be a multiple of 16 and vision_depth >= 1, got {vision_hidden}, {vision_depth}")
+    build_tiny_vlm(out / "coarse", tokenizer, coarse_hidden, seed, num_layers, vision_hidden, vision_depth)
+    build_tiny_vlm(out / "response", tokenizer, response_hidden, seed + 1, num_layers, vision_hidden, vision_depth)
     torch.manual_seed(seed + 2)
     AFS(AFSConfig(in_dim=coarse_hidden, out_dim=response_hidden, hidden=64)).save_pretrained(out / "afs")
-    _build_segmenter(out / "sam", seed + 3, segmenter)
+    _build_segmenter(out / "sam", seed + 3, segmenter, segmenter_init)
     write_manifest(
         out,
         {
@@ -264,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--coarse-hidden", type=int, default=96)
     ap.add_argument("--response-hidden", type=int, default=64)
     ap.add_argument("--num-layers", type=int, default=2)
+    ap.add_argument("--vision-hidden", type=int, default=32)
+    ap.add_argument("--vision-depth", type=int, default=2)
     ap.add_argument("--extra-texts", help="optional text file, one line per corpus entry for the tokenizer")
     args = ap.parse_args(argv)
     extra = None
@@ -271,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = [ln for ln in Path(args.extra_texts).read_text().splitlines() if ln.strip()]
     out = build_tiny_model_dir(args.out, seed=args.seed, segmenter=args.segmenter, extra_texts=extra,
                                vocab_size=args.vocab_size, coarse_hidden=args.coarse_hidden,
-                               response_hidden=args.response_hidden, num_layers=args.num_layers)
+                               response_hidden=args.response_hidden, num_layers=args.num_layers,
+                               vision_hidden=args.vision_hidden, vision_depth=args.vision_depth)
     print(json.dumps({"model_dir": str(out), "segmenter": args.segmenter, "seed": args.seed}))
     return 0
 

@@ -51,23 +51,25 @@ def _randomize_(model, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
 
 
-def tiny_sam_config():
+def tiny_sam_config(patch_size: int = 16):
     from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
     hidden = 32  # prompt encoder / mask decoder width == vision output_channels
+    grid = TINY_IMAGE_SIZE // patch_size
     vision = SamVisionConfig(
         hidden_size=64,
         output_channels=hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=TINY_IMAGE_SIZE,
-        patch_size=16,
+        patch_size=patch_size,
         mlp_ratio=2.0,
-        window_size=4,
+        window_size=max(4, grid // 4),
         global_attn_indexes=[1],
         num_pos_feats=hidden // 2,
+        initializer_range=0.02,  # HF's SAM default (1e-10) leaves a from-scratch encoder dead
     )
-    prompt = SamPromptEncoderConfig(hidden_size=hidden, image_size=TINY_IMAGE_SIZE, patch_size=16)
+    prompt = SamPromptEncoderConfig(hidden_size=hidden, image_size=TINY_IMAGE_SIZE, patch_size=patch_size)
     decoder = SamMaskDecoderConfig(
         hidden_size=hidden, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
     )
@@ -109,18 +111,25 @@ def _save(model, out: Path) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
 
 
-def build_tiny_sam(out_dir, seed: int = 0) -> Path:
-    """Write a tiny random SamModel + SamProcessor (PIL image processor) to `out_dir`."""
+def build_tiny_sam(out_dir, seed: int = 0, patch_size: int = 16, init: str = "random") -> Path:
+    """Write a tiny SamModel + SamProcessor (PIL image processor) to `out_dir`.
+
+    init "random": every weight drawn at scale 0.2 (masks depend on the box from the start: tests);
+    init "train": transformers' own initialisation, the better start for `training segmenter-ft`.
+    """
     from transformers import SamModel, SamProcessor
     from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _seeded(seed)
-    model = SamModel(tiny_sam_config())
-    _randomize_(model, seed)
+    model = SamModel(tiny_sam_config(patch_size))
+    if init == "random":
+        _randomize_(model, seed)
+    elif init != "train":
+        raise ValueError(f"init must be 'random' or 'train', got {init!r}")
     _save(model, out)
-    low = TINY_IMAGE_SIZE // 4
+    low = 4 * (TINY_IMAGE_SIZE // patch_size)  # the mask decoder upsamples the embedding grid 4x
     image_processor = SamImageProcessorPil(
         size={"longest_edge": TINY_IMAGE_SIZE},
         pad_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
@@ -133,15 +142,18 @@ def build_tiny_sam(out_dir, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_sam2(out_dir, seed: int = 0) -> Path:
-    """Write a tiny random Sam2Model + a SAM 2 preprocessor_config.json to `out_dir`."""
+def build_tiny_sam2(out_dir, seed: int = 0, init: str = "random") -> Path:
+    """Write a tiny Sam2Model + a SAM 2 preprocessor_config.json to `out_dir` (init: as build_tiny_sam)."""
     from transformers import Sam2Model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _seeded(seed)
     model = Sam2Model(tiny_sam2_config())
-    _randomize_(model, seed)
+    if init == "random":
+        _randomize_(model, seed)
+    elif init != "train":
+        raise ValueError(f"init must be 'random' or 'train', got {init!r}")
     _save(model, out)
     low = TINY_IMAGE_SIZE // 4
     pre = {

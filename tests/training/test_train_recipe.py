@@ -80,8 +80,11 @@ def test_recipe_quick_scale(tmp_path):
     run = tmp_path / "run"
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m")]) == 0
     rec = json.loads((run / "recipe.json").read_text())
-    assert set(rec["stage_seconds"]) >= {"synth", "tiny", "sft-coarse", "descriptors", "segmenter-ft",
-                                         "sft-response", "grpo", "export"}
+    assert set(rec["stage_seconds"]) >= {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
+                                         "segmenter-ft", "stage1", "sft-response", "grpo", "export",
+                                         "sft-response-nodesc", "grpo-nodesc"}  # the ablation arm trains alongside
+    assert (run / "logs" / "segmenter-ft.log").is_file()  # parallel lanes log to files
+    assert (run / "grpo_nodesc" / "final" / "earl.yaml").is_file()
     raw = yaml.safe_load((tmp_path / "m" / "earl.yaml").read_text())
     assert _absolute_paths(raw) == []
     pipe = EarlPipeline.from_dir(tmp_path / "m")

@@ -1,0 +1,85 @@
+"""vision-pretrain: dense targets come from the renderer, and the trained tower is what both VLMs load."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training.conftest import run_cli
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_targets_follow_the_scene_graph():
+    from training.data.synth import SynthConfig, _seed_for, render_scene
+    from training.vision_pretrain import CLASSES, COLOUR_NAMES, ROLES, scene_targets
+
+    rgb, lab, _, scene = render_scene(_seed_for(0, "default", "vision", 3), SynthConfig())
+    t = scene_targets(lab, scene)
+    assert t.shape == (3, *lab.shape)
+    assert (t[:, lab == 0] == 0).all()  # background is class 0, colour "none", role 0
+    for h in scene["hands"]:
+        m = lab == h.iid
+        if m.any():
+            assert (t[0][m] == CLASSES.index(f"{h.side} hand")).all()
+            assert set(np.unique(t[2][m])) == {ROLES.index({"held": "hand holding", "touched": "hand touching",
+                                                            "free": "hand free"}[h.state])}
+    for o in scene["objects"]:
+        m = lab == o.iid
+        if m.any():
+            assert (t[0][m] == CLASSES.index(o.category)).all()
+            assert (t[1][m] == COLOUR_NAMES.index(o.colour)).all()
+
+
+def test_soft_targets_are_cell_area_fractions():
+    from training.vision_pretrain import _soft
+
+    idx = torch.zeros(4, 8, dtype=torch.long)
+    idx[:, :2] = 1  # left quarter of the image is class 1
+    s = _soft(idx, 3, (1, 2))  # two cells: left half, right half
+    assert torch.allclose(s, torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))
+
+
+def test_vision_pretrain_trains_one_tower_for_both_models(tmp_path):
+    from earl_ros.model.tiny import build_tiny_model_dir
+    from earl_ros.model.vlm import load_vlm
+    from training.common import manifest_paths
+
+    m0 = build_tiny_model_dir(tmp_path / "m0", seed=0, coarse_hidden=64, response_hidden=64)
+    out = tmp_path / "vis"
+    run_cli("vision-pretrain", "--model", m0, "--out", out, "--steps", 12, "--batch-images", 4,
+            "--val-images", 4, "--lr", "3e-3", "--quiet")
+    log = [json.loads(x) for x in (out / "vision_pretrain_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    p0, p1 = manifest_paths(m0), manifest_paths(out)
+    before = load_vlm(p0["coarse"]).model.visual.state_dict()
+    coarse, response = load_vlm(p1["coarse"]).model.visual.state_dict(), load_vlm(p1["response"]).model.visual.state_dict()
+    assert any(not torch.equal(before[k], coarse[k]) for k in before)
+    assert all(torch.equal(coarse[k], response[k]) for k in coarse)
+    # the language models are untouched
+    lm0 = load_vlm(p0["response"]).model.language_model.state_dict()
+    lm1 = load_vlm(p1["response"]).model.language_model.state_dict()
+    assert all(torch.equal(lm0[k], lm1[k]) for k in lm0)
+
+
+def test_vision_pretrain_refuses_towers_of_different_shapes(tmp_path):
+    from earl_ros.model.tiny import build_tiny_model_dir
+    from training.cli import main
+
+    m0 = build_tiny_model_dir(tmp_path / "m0", seed=0, coarse_hidden=64, response_hidden=32)
+    with pytest.raises(SystemExit, match="differ in shape"):
+        main(["vision-pretrain", "--model", str(m0), "--out", str(tmp_path / "v"), "--steps", "1", "--quiet"])
+
+
+def test_segmenter_eval_scores_gt_boxes(chain, tmp_path):
+    from training.cli import main
+
+    out = tmp_path / "seg_eval.json"
+    assert main(["segmenter-eval", "--model", str(chain["model0"]), "--data", str(chain["data"]), "--split", "train",
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["instances"] > 0
+    for k in ("segmenter_cIoU", "segmenter_mIoU", "filled_box_cIoU", "filled_box_mIoU"):
+        assert 0.0 <= r[k] <= 1.0
+    assert r["filled_box_cIoU"] > 0.3  # a filled GT box covers most of its own mask
