@@ -3,25 +3,27 @@
 One command, every stage through the project's own training commands (so each stage is also
 reproducible by hand, see the printed commands and OUT/recipe.json):
 
-  1. synth         synthetic egocentric scenes (train + val, seed 0) + corpus.txt
-  2. tiny          random-weight tiny EARL model dir, tokenizer trained on the corpus
-  2b. vision-pretrain  dense pretraining of the (shared-shape) vision towers on rendered scenes: the
-                   tiny model's stand-in for a pretrained encoder (caption SFT alone left it blind)
-  3. sft-coarse    stage-1 SFT (image -> interaction description), vision tower trained too
-  4. descriptors   F_ana of every train/val image (the model's own description, as at run time)
-  5. segmenter-ft  the tiny SAM trained box -> mask on the synthetic masks (jittered boxes)
-  6. sft-response  response SFT warm-up with AFS (alpha 0.1) on image + query -> answer + boxes
-  7. grpo          GRPO (R_f + R_a + R_g, R_g through the fine-tuned segmenter), LoRA + AFS
-  8. select        evaluate SFT-only and SFT + GRPO on the validation split (seed 0 val, not the
-                   held-out test seeds); the one with the higher cIoU is exported
-  9. export        self-contained model dir (LoRA merged, relative paths) -> --model-out
+  1. synth            synthetic egocentric scenes (train + val, seed 0) + corpus.txt
+  2. tiny             random-weight tiny EARL model dir (SAM 2 segmenter), tokenizer from the corpus
+  3. two lanes at once (one 1-thread process each):
+     a. vision-pretrain  dense pretraining of the vision tower both VLMs share in shape, on rendered
+                         scenes: the tiny model's stand-in for a pretrained encoder
+        sft-coarse       stage-1 SFT (image -> interaction description), vision tower trained on
+        descriptors      F_ana of every train/val image (the model's own description, as at run time)
+     b. segmenter-ft     the tiny SAM 2 trained box -> mask on the synthetic masks (jittered boxes)
+  4. stage1           the coarse model dir with the fine-tuned segmenter
+  5. two lanes at once: sft-response (AFS) -> grpo, and the same with zero descriptors (the
+     no-descriptor ablation: same data, steps and hyper-parameters); `--no-ablation` skips it
+  6. select           evaluate SFT-only and SFT + GRPO on the validation split (seed 0 val, not the
+                      held-out test seeds); the one with the higher cIoU is exported
+  7. export           self-contained model dir (LoRA merged, relative paths) -> --model-out
 
 Held-out evaluation data (other seeds, other styles) is generated separately by
-`python -m training recipe tiny-synth-eval`, which also trains the ablation arms and writes the
-quality table and the model card.
+`python -m training recipe tiny-synth-eval`, which evaluates every arm and writes the quality
+table and the model card.
 
 `--resume` skips stages whose output already exists; `--scale quick` shrinks everything for a smoke
-test (a minute or two). Threads: 2 (torch.set_num_threads), the 2-core CPU this recipe targets.
+test. Threads: 2 (the 2-core CPU this recipe targets), split 1 + 1 between parallel lanes.
 """
 from __future__ import annotations
 
