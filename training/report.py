@@ -1,14 +1,15 @@
 """`python -m training recipe tiny-synth-eval`: held-out evaluation, ablation table and model card.
 
-After `python -m training recipe tiny-synth` (and, for the no-descriptor row, its ablation arm
-`--ablation no-descriptor`), this:
+After `python -m training recipe tiny-synth` (which also trains the no-descriptor arm), this:
   1. writes held-out synthetic splits that share nothing with training: `test` (default style,
      seed 1) and `test_dark` (style dark = out of distribution, seed 2) under RUN/heldout;
   2. runs `python -m training eval` (training.evaluate.evaluate: the full inference pipeline, the
      fine-tuned segmenter makes the masks) on them for the exported model and on `test` for the
      ablation arms (SFT only; no descriptor SFT+GRPO and SFT only, evaluated with --no-descriptor);
-  3. measures the query latency (response generate + segmenter) of the exported model;
-  4. writes RUN/eval/quality.md and MODEL_OUT/MODEL_CARD.md.
+  3. measures the query latency (response generate + segmenter) of the exported model, the
+     segmenter's ceiling given ground-truth boxes (`segmenter-eval`) and how much the coarse model
+     looks at the image (`image_reliance`);
+  4. writes RUN/eval/quality.json and MODEL_OUT/MODEL_CARD.md.
 Each eval JSON is cached in RUN/eval/ (delete it to recompute).
 """
 from __future__ import annotations
