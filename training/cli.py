@@ -11,15 +11,24 @@ import sys
 
 from training.common import env_offline, parse_with_config
 
-COMMANDS = ("synth", "vision-pretrain", "sft-coarse", "descriptors", "segmenter-ft", "segmenter-eval", "sft-response", "grpo", "eval", "export", "recipe")
+def _parser(cmd: str, description: str, *adders, common: bool = True) -> argparse.ArgumentParser:
+    """`python -m training CMD`'s parser: --config plus the shared model/data/threads options
+    (`training.sft.add_common`, unless common=False) plus each adder's options."""
+    ap = argparse.ArgumentParser(prog=f"python -m training {cmd}", description=description)
+    if common:
+        from training.sft import add_common
+
+        add_common(ap)
+    else:
+        ap.add_argument("--config", help="YAML file of option: value")
+    for add in adders:
+        add(ap)
+    return ap
 
 
-def _synth_parser():
+def _synth_args(ap):
     from training.data.synth import STYLES
 
-    ap = argparse.ArgumentParser(prog="python -m training synth",
-                                 description="Write synthetic egocentric hand-object scenes in the Ego-IRGBench layout.")
-    ap.add_argument("--config", help="YAML file of option: value")
     ap.add_argument("--out", required=False, help="dataset root to write (RGB/, depth/, mask/, dataset_split/)")
     ap.add_argument("--splits", default="train=400,val=50,test=50", help="NAME=COUNT,... (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
@@ -28,66 +37,40 @@ def _synth_parser():
     ap.add_argument("--size", default="256x192", help="WIDTHxHEIGHT (default %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="processes drawing images (same output)")
     ap.add_argument("--quiet", action="store_true")
-    return ap
 
 
-def _sft_coarse_parser():
-    from training.sft import add_common, add_sft_args
+def _sft_args(ap):
+    from training.sft import add_sft_args
 
-    ap = argparse.ArgumentParser(prog="python -m training sft-coarse",
-                                 description="Stage-1 SFT: analysis instruction + image -> caption.")
-    add_common(ap)
     add_sft_args(ap, lr=1e-3, epochs=3.0, batch=8)
-    return ap
 
 
-def _descriptors_parser():
-    from training.sft import add_common
+def _afs_alpha_args(ap):
+    from training.sft import add_afs_alpha
 
-    ap = argparse.ArgumentParser(prog="python -m training descriptors",
-                                 description="Extract the interaction descriptor of every image to a safetensors file.")
-    add_common(ap)
+    add_afs_alpha(ap)
+
+
+def _descriptors_args(ap):
     ap.add_argument("--out", help="output .safetensors file (descriptions go to <out>.texts.json)")
     ap.add_argument("--split", nargs="+", default=["train", "val", "test"])
     ap.add_argument("--source", choices=("generated", "caption"), default="generated",
                     help="descriptor of the model's own description (= run time) or of the GT caption")
     ap.add_argument("--pooling", choices=("mean", "last"), default=None, help="default: the model dir's")
-    return ap
 
 
-def _sft_response_parser():
-    from training.sft import add_common, add_sft_args
-
-    ap = argparse.ArgumentParser(prog="python -m training sft-response",
-                                 description="Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.")
-    add_common(ap)
-    add_sft_args(ap, lr=1e-3, epochs=3.0, batch=8)
+def _response_args(ap):
     ap.add_argument("--descriptors", help="safetensors file from `descriptors` (default: computed on demand)")
     ap.add_argument("--no-descriptor", action="store_true", help="zero descriptors (AFS off)")
-    from training.sft import add_afs_alpha
-
-    add_afs_alpha(ap)
-    return ap
 
 
-def _grpo_parser():
+def _grpo_args(ap):
     from training.grpo import add_grpo_args
-    from training.sft import add_common
 
-    ap = argparse.ArgumentParser(prog="python -m training grpo",
-                                 description="GRPO on the response stage with R_f, R_a, R_g (METHOD.md section 3).")
-    add_common(ap)
     add_grpo_args(ap)
-    from training.sft import add_afs_alpha
-
-    add_afs_alpha(ap)
-    return ap
 
 
-def _eval_parser():
-    ap = argparse.ArgumentParser(prog="python -m training eval",
-                                 description="Evaluate a model dir on a split: IoU metrics, METEOR, CIDEr.")
-    ap.add_argument("--config", help="YAML file of option: value")
+def _eval_args(ap):
     ap.add_argument("--model", help="EARL model dir")
     ap.add_argument("--data", help="dataset root")
     ap.add_argument("--split", default="test")
@@ -99,62 +82,82 @@ def _eval_parser():
                     help="masks from the model dir's segmenter, or the filled predicted boxes")
     ap.add_argument("--no-descriptor", action="store_true", help="skip stage 1 (zero descriptor)")
     ap.add_argument("--quiet", action="store_true")
-    return ap
 
 
-def _segmenter_ft_parser():
+def _segmenter_ft_args(ap):
     from training.segmenter_ft import add_segmenter_ft_args
-    from training.sft import add_common
 
-    ap = argparse.ArgumentParser(prog="python -m training segmenter-ft",
-                                 description="Fine-tune the model dir's SAM / SAM 2 segmenter box -> mask on a dataset's masks.")
-    add_common(ap)
     add_segmenter_ft_args(ap)
-    return ap
 
 
-def _vision_pretrain_parser():
+def _segmenter_eval_args(ap):
+    from training.segmenter_ft import add_segmenter_eval_args
+
+    add_segmenter_eval_args(ap)
+
+
+def _vision_pretrain_args(ap):
     from training.vision_pretrain import add_vision_pretrain_args
 
-    ap = argparse.ArgumentParser(prog="python -m training vision-pretrain",
-                                 description="Dense pretraining of a from-scratch vision tower on rendered synthetic scenes.")
-    ap.add_argument("--config", help="YAML file of option: value")
     add_vision_pretrain_args(ap)
-    return ap
 
 
-def _segmenter_eval_parser():
-    from training.segmenter_ft import add_segmenter_eval_args
-    from training.sft import add_common
-
-    ap = argparse.ArgumentParser(prog="python -m training segmenter-eval",
-                                 description="Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).")
-    add_common(ap)
-    add_segmenter_eval_args(ap)
-    return ap
-
-
-def _export_parser():
-    ap = argparse.ArgumentParser(prog="python -m training export",
-                                 description="Self-contained copy of a model dir (LoRA merged, relative paths).")
-    ap.add_argument("--config", help="YAML file of option: value")
+def _export_args(ap):
     ap.add_argument("--model", help="input model dir (e.g. runs/.../grpo/final)")
     ap.add_argument("--out", help="output model dir")
     ap.add_argument("--name", default=None, help="model name in the manifest")
-    return ap
 
 
-PARSERS = {"vision-pretrain": _vision_pretrain_parser, "segmenter-ft": _segmenter_ft_parser, "segmenter-eval": _segmenter_eval_parser, "export": _export_parser,
-           "synth": _synth_parser, "sft-coarse": _sft_coarse_parser, "descriptors": _descriptors_parser,
-           "sft-response": _sft_response_parser, "grpo": _grpo_parser, "eval": _eval_parser}
-REQUIRED = {"vision-pretrain": ["model", "out"], "segmenter-ft": ["model", "data", "out"], "segmenter-eval": ["model", "data"], "export": ["model", "out"],
-            "synth": ["out"], "sft-coarse": ["model", "data", "out"], "descriptors": ["model", "data", "out"],
-            "sft-response": ["model", "data", "out"], "grpo": ["model", "data", "out"], "eval": ["model", "data"]}
+def _run_synth(args):
+    import json
+
+    from training.data.synth import SynthConfig, generate, parse_splits, write_corpus
+
+    w, _, h = args.size.lower().partition("x")
+    ids = generate(args.out, parse_splits(args.splits), seed=args.seed,
+                   cfg=SynthConfig(width=int(w), height=int(h), style=args.style), progress=not args.quiet,
+                   workers=args.workers)
+    write_corpus(args.out)
+    print(json.dumps({"out": str(args.out), "style": args.style, **{k: len(v) for k, v in ids.items()}}))
+
+
+# command -> (description, option adders, shared options?, required options, "module:function" run)
+_TABLE = {
+    "synth": ("Write synthetic egocentric hand-object scenes in the Ego-IRGBench layout.",
+              (_synth_args,), False, ["out"], _run_synth),
+    "vision-pretrain": ("Dense pretraining of a from-scratch vision tower on rendered synthetic scenes.",
+                        (_vision_pretrain_args,), False, ["model", "out"], "training.vision_pretrain:vision_pretrain"),
+    "sft-coarse": ("Stage-1 SFT: analysis instruction + image -> caption.",
+                   (_sft_args,), True, ["model", "data", "out"], "training.sft:sft_coarse"),
+    "descriptors": ("Extract the interaction descriptor of every image to a safetensors file.",
+                    (_descriptors_args,), True, ["model", "data", "out"], "training.sft:extract_descriptors"),
+    "segmenter-ft": ("Fine-tune the model dir's SAM / SAM 2 segmenter box -> mask on a dataset's masks.",
+                     (_segmenter_ft_args,), True, ["model", "data", "out"], "training.segmenter_ft:segmenter_ft"),
+    "segmenter-eval": ("Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).",
+                       (_segmenter_eval_args,), True, ["model", "data"], "training.segmenter_ft:segmenter_eval"),
+    "sft-response": ("Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",
+                     (_sft_args, _response_args, _afs_alpha_args), True, ["model", "data", "out"],
+                     "training.sft:sft_response"),
+    "grpo": ("GRPO on the response stage with R_f, R_a, R_g (METHOD.md section 3).",
+             (_grpo_args, _afs_alpha_args), True, ["model", "data", "out"], "training.grpo:run_grpo"),
+    "eval": ("Evaluate a model dir on a split: IoU metrics, METEOR, CIDEr.",
+             (_eval_args,), False, ["model", "data"], "training.evaluate:run_eval"),
+    "export": ("Self-contained copy of a model dir (LoRA merged, relative paths).",
+               (_export_args,), False, ["model", "out"], "training.export:run_export"),
+}
+COMMANDS = (*_TABLE, "recipe")
+PARSERS = {cmd: (lambda cmd=cmd, d=d, adders=adders, common=common: _parser(cmd, d, *adders, common=common))
+           for cmd, (d, adders, common, _, _) in _TABLE.items()}
+REQUIRED = {cmd: req for cmd, (_, _, _, req, _) in _TABLE.items()}
+
+
+def _grpo_parser():
+    return PARSERS["grpo"]()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or (argv[0] not in PARSERS and argv[0] != "recipe"):
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
         print("\ncommands: " + " | ".join(COMMANDS) + "\n`python -m training COMMAND --help` for the options.")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -169,55 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k.replace('_', '-')}" for k in REQUIRED[cmd] if getattr(args, k, None) in (None, "")]
     if missing:
         parser.error(f"missing {', '.join(missing)} (on the command line or in --config)")
-    if cmd == "synth":
-        from training.data.synth import SynthConfig, generate, parse_splits
+    run = _TABLE[cmd][4]
+    if isinstance(run, str):
+        import importlib
 
-        w, _, h = args.size.lower().partition("x")
-        ids = generate(args.out, parse_splits(args.splits), seed=args.seed,
-                       cfg=SynthConfig(width=int(w), height=int(h), style=args.style), progress=not args.quiet,
-                       workers=args.workers)
-        from training.data.synth import write_corpus
-
-        write_corpus(args.out)
-        import json
-
-        print(json.dumps({"out": str(args.out), "style": args.style, **{k: len(v) for k, v in ids.items()}}))
-    elif cmd == "sft-coarse":
-        from training.sft import sft_coarse
-
-        sft_coarse(args)
-    elif cmd == "descriptors":
-        from training.sft import extract_descriptors
-
-        extract_descriptors(args)
-    elif cmd == "sft-response":
-        from training.sft import sft_response
-
-        sft_response(args)
-    elif cmd == "grpo":
-        from training.grpo import run_grpo
-
-        run_grpo(args)
-    elif cmd == "segmenter-ft":
-        from training.segmenter_ft import segmenter_ft
-
-        segmenter_ft(args)
-    elif cmd == "vision-pretrain":
-        from training.vision_pretrain import vision_pretrain
-
-        vision_pretrain(args)
-    elif cmd == "segmenter-eval":
-        from training.segmenter_ft import segmenter_eval
-
-        segmenter_eval(args)
-    elif cmd == "export":
-        from training.export import run_export
-
-        run_export(args)
-    elif cmd == "eval":
-        from training.evaluate import run_eval
-
-        run_eval(args)
+        module, _, fn = run.partition(":")
+        run = getattr(importlib.import_module(module), fn)
+    run(args)
     return 0
 
 
