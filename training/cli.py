@@ -51,6 +51,12 @@ def _afs_alpha_args(ap):
     add_afs_alpha(ap)
 
 
+def _position_probe_args(ap):
+    from training.sft import add_position_probe
+
+    add_position_probe(ap)
+
+
 def _descriptors_args(ap):
     ap.add_argument("--out", help="output .safetensors file (descriptions go to <out>.texts.json)")
     ap.add_argument("--split", nargs="+", default=["train", "val", "test"])
@@ -136,8 +142,8 @@ _TABLE = {
     "segmenter-eval": ("Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).",
                        (_segmenter_eval_args,), True, ["model", "data"], "training.segmenter_ft:segmenter_eval"),
     "sft-response": ("Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",
-                     (_sft_args, _response_args, _afs_alpha_args), True, ["model", "data", "out"],
-                     "training.sft:sft_response"),
+                     (_sft_args, _response_args, _afs_alpha_args, _position_probe_args), True,
+                     ["model", "data", "out"], "training.sft:sft_response"),
     "grpo": ("GRPO on the response stage with R_f, R_a, R_g (METHOD.md section 3).",
              (_grpo_args, _afs_alpha_args), True, ["model", "data", "out"], "training.grpo:run_grpo"),
     "eval": ("Evaluate a model dir on a split: IoU metrics, METEOR, CIDEr.",

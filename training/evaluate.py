@@ -68,7 +68,9 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
             acc.answer_hyp[-1] = _answer(text_entities, p)
             parse_ok.append(float(p.ok))
             per_sample.append({"image_id": iid, "query": s.query, "gt": s.entities, "pred": g.entities,
-                               "status": g.parse_status, "iou": acc.scores[-1].giou})
+                               "status": g.parse_status, "iou": acc.scores[-1].giou,
+                               "gt_boxes": s.boxes().tolist() if s.entities else [],
+                               "pred_boxes": [[float(v) for v in b] for b in g.boxes]})
     out = acc.summary()
     out["parse_ok"] = float(np.mean(parse_ok)) if parse_ok else 0.0
     out["seconds"] = time.perf_counter() - t0

@@ -180,6 +180,31 @@ def query_kinds(res: dict) -> dict:
                 "mean_iou": float(np.mean([x["iou"] for x in v]))} for k, v in out.items()}
 
 
+def box_fit(res: dict | None) -> dict:
+    """Do the predicted boxes follow the frame? Over single-target queries answered with one box, per
+    target kind: correlation of predicted and true box centre / size, and predicted spread / true
+    spread. A model that ignores the image writes one template box per query wording: spread ~0."""
+    rows: dict[str, list] = {}
+    for x in (res or {}).get("samples", []):
+        if len(x.get("gt_boxes", [])) != 1 or len(x.get("pred_boxes", [])) != 1:
+            continue
+        kind = "hand" if "hand" in x["gt"][0] and "active" not in x["gt"][0] else "object"
+        rows.setdefault(kind, []).append((x["gt_boxes"][0], x["pred_boxes"][0]))
+    out = {}
+    for kind, pairs in rows.items():
+        g, p = (np.array([r[i] for r in pairs], float) for i in (0, 1))
+        geo = lambda b: {"cx": (b[:, 0] + b[:, 2]) / 2, "cy": (b[:, 1] + b[:, 3]) / 2,  # noqa: E731
+                         "w": b[:, 2] - b[:, 0], "h": b[:, 3] - b[:, 1]}
+        gg, pp = geo(g), geo(p)
+        out[kind] = {"n": len(pairs)}
+        for k in gg:
+            ok = gg[k].std() > 0 and pp[k].std() > 0
+            out[kind][k] = {"corr": float(np.corrcoef(gg[k], pp[k])[0, 1]) if ok else 0.0,
+                            "spread": float(pp[k].std() / gg[k].std()) if gg[k].std() > 0 else None,
+                            "mae_px": float(np.abs(gg[k] - pp[k]).mean())}
+    return out
+
+
 def grpo_trend(log: Path) -> dict | None:
     if not log.is_file():
         return None
@@ -204,6 +229,12 @@ def _params(path: Path) -> int:
             for k in st.keys():
                 n += int(np.prod(st.get_slice(k).get_shape()))
     return n
+
+
+def _vocab(model_dir: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(str(model_dir)))
 
 
 def _dir_bytes(p: Path) -> int:
@@ -267,6 +298,17 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         findings.append("- **Where the errors are** (shipped model, `test`, by query kind): " + "; ".join(
             f"{k}: {v['n']} queries, right entities {100 * v['names_right']:.0f}%, mean IoU {v['mean_iou']:.2f}"
             for k, v in kinds.items()) + ".")
+    fit = box_fit(ft)
+    if fit:
+        findings.append(
+            "- **The boxes barely follow the frame** (single-target queries, shipped model, `test`; per target "
+            "kind, correlation r of predicted with true box centre-y / width / height and predicted spread / true "
+            "spread): " + "; ".join(
+                f"{k} ({v['n']}): " + ", ".join(f"{m} r={v[m]['corr']:.2f} spread {v[m]['spread']:.2f}"
+                                              for m in ("cy", "w", "h"))
+                for k, v in fit.items()) + " (`box_fit` in training/report.py). The horizontal centre follows "
+            "the hand side named in the query; height, width and vertical position do not track the frame, so "
+            "the masks are right where the box happens to fit.")
     if rel:
         findings.append(
             f"- **The coarse model looks at the frame.** Caption loss per token on `test` with the right image "
@@ -293,9 +335,10 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "- **What limits it now** is the response model's localisation and object identity, not the mask "
         "stage: hand questions name the right hand every time yet score well below the segmenter's "
         "ground-truth-box ceiling (the boxes, written as text coordinates by a 4-layer model, are rough), and "
-        "object questions mostly name the wrong category. Next steps: auxiliary box / category losses on the "
-        "response model's image tokens, a larger language model, and more response SFT than 2 CPU cores "
-        "allow in this recipe's time budget (1.5 epochs).")
+        "object questions mostly name the wrong category. Tried and not adopted (one recipe run each, "
+        "docs/training.md): an auxiliary probe that makes image tokens encode their position "
+        "(`sft-response --position-probe`), and Qwen2's one-token-per-digit coordinates. Next: a larger "
+        "language model and more response SFT than 2 CPU cores allow in this recipe's time (1.5 epochs).")
     findings = "\n".join(findings)
     n_met = sum("(met)" in t for t in targets)
     targets_line = ("It meets the issue's quality targets." if n_met == len(targets) else
@@ -349,7 +392,7 @@ style `dark` (low light, blur, noise), seed {HELDOUT['test_dark']['seed']} (out 
 
 | part | what | parameters |
 |---|---|---|
-| coarse | Qwen2.5-VL architecture, {t.get('num_layers')} layers, hidden {t.get('coarse_hidden')}, vision tower {t.get('vision_depth', 2)} x {t.get('vision_hidden', 32)} wide (pretrained by `vision-pretrain`), BPE vocabulary {t.get('vocab_size')} trained on the synthetic corpus | {parts['coarse']:,} |
+| coarse | Qwen2.5-VL architecture, {t.get('num_layers')} layers, hidden {t.get('coarse_hidden')}, vision tower {t.get('vision_depth', 2)} x {t.get('vision_hidden', 32)} wide (pretrained by `vision-pretrain`), byte-level BPE vocabulary of {_vocab(model_out / 'coarse')} tokens trained on the synthetic corpus | {parts['coarse']:,} |
 | response | same architecture, {t.get('num_layers')} layers, hidden {t.get('response_hidden')} (weights of the selected stage: {sel}) | {parts['response']:,} |
 | afs | AFS {t.get('coarse_hidden')} -> {t.get('response_hidden')}, hidden 64, alpha {man['response']['afs_alpha']} | {parts['afs']:,} |
 | sam | {seg_desc}, fine-tuned box -> mask on the synthetic masks | {parts['sam']:,} |

@@ -83,6 +83,9 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="step")):
         t0 = time.perf_counter()
         loss = step_fn(idx)
+        extra = {}
+        if isinstance(loss, tuple):  # (total loss, {name: component} for the log)
+            loss, extra = loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, grad_clip)
@@ -90,7 +93,8 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
         sched.step()
         losses.append(float(loss.detach()))
         if step % 10 == 0 or step == len(batches) - 1:
-            log.log({"stage": desc, "step": step + 1, "loss": float(loss.detach()), "grad_norm": float(gn),
+            log.log({"stage": desc, "step": step + 1, "loss": float(loss.detach()),
+                     **{k: float(v) for k, v in extra.items()}, "grad_norm": float(gn),
                      "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0,
                      "steps": len(batches), "elapsed_s": round(time.perf_counter() - t_start, 1),
                      "eta_s": round((time.perf_counter() - t_start) / (step + 1) * (len(batches) - step - 1), 1)})
@@ -235,6 +239,17 @@ def sft_response(args) -> Path:
     for p in rm.afs.parameters():
         p.requires_grad_(True)
     params = [p for p in rm.model.parameters() if p.requires_grad] + list(rm.afs.parameters())
+    probe = None
+    if getattr(args, "position_probe", 0.0) > 0:
+        from training.position_probe import ImageTokenPositionProbe
+
+        layers = int(getattr(rm.model.config, "text_config", rm.model.config).num_hidden_layers)
+        if not 1 <= args.position_probe_layer <= layers:
+            raise SystemExit(f"--position-probe-layer {args.position_probe_layer}: the response language model "
+                             f"has layers 1..{layers}")
+        probe = ImageTokenPositionProbe(rm.hidden_size, args.position_probe_layer)
+        params += list(probe.parameters())
+        merge = int(rm.model.config.vision_config.spatial_merge_size)
     log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
 
     def step_fn(idx):
@@ -244,7 +259,12 @@ def sft_response(args) -> Path:
         targets = [response_target(s, f) for s, f in zip(ss, frames)]
         desc = np.stack([dsrc.get(s.image_id, im) for s, im in zip(ss, imgs)])
         b = rm.prepare(imgs, [s.query for s in ss], desc, completions=targets)
-        return rm.sft_loss(b)
+        if probe is None:
+            return rm.sft_loss(b)
+        out = rm.sft_forward(b, output_hidden_states=True)
+        aux = probe.loss(out.hidden_states, b.inputs["input_ids"], rm.model.config.image_token_id,
+                         b.inputs["image_grid_thw"], merge)
+        return out.loss + args.position_probe * aux, {"answer_loss": out.loss.detach(), "probe_loss": aux.detach()}
 
     batches = _batches(len(samples), args.batch_size, args.epochs, args.seed)
     losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet,
@@ -293,6 +313,15 @@ def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: i
                     help="also train the vision tower (default: frozen; small models trained from scratch "
                          "need it: their random vision tower is not a pretrained encoder)")
     ap.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
+
+
+def add_position_probe(ap: argparse.ArgumentParser):
+    ap.add_argument("--position-probe", type=float, default=0.0,
+                    help="weight of the auxiliary loss that makes image tokens encode their own position "
+                         "(training/position_probe.py); 0 = off. Small models trained from scratch need it "
+                         "to write image-dependent boxes")
+    ap.add_argument("--position-probe-layer", type=int, default=2,
+                    help="language-model layer whose output the position probe reads (1 = first layer)")
 
 
 def add_afs_alpha(ap: argparse.ArgumentParser):

@@ -590,10 +590,15 @@ class ResponseModel(_VLMStage):
 
     def sft_loss(self, batch: PreparedBatch) -> torch.Tensor:
         """Teacher-forced cross-entropy on the completion tokens, with AFS injection."""
+        return self.sft_forward(batch).loss
+
+    def sft_forward(self, batch: PreparedBatch, output_hidden_states: bool = False):
+        """The model output of the teacher-forced pass (.loss, and .hidden_states for auxiliary losses)."""
         if batch.labels is None:
             raise ValueError("sft_loss needs a batch prepared with completions")
         with self.injector.use(batch.descriptors, completion_mask=batch.completion_mask):
-            return self.model(**batch.inputs, labels=batch.labels, use_cache=False).loss
+            return self.model(**batch.inputs, labels=batch.labels, use_cache=False,
+                              output_hidden_states=output_hidden_states)
 
     def generate(self, batch: PreparedBatch, num_return_sequences: int = 1, max_new_tokens: int | None = None,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> Generation:

@@ -1,0 +1,40 @@
+"""Model-card diagnostics computed from cached eval JSON (no model needed)."""
+import numpy as np
+
+
+def _samples(pred_of):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(30):
+        x1, y1 = rng.integers(0, 100, 2)
+        w, h = rng.integers(20, 80, 2)
+        gt = [int(x1), int(y1), int(x1 + w), int(y1 + h)]
+        ent = "the left hand" if i % 2 else "the active cup"
+        out.append({"gt": [ent], "pred": [ent], "gt_boxes": [gt], "pred_boxes": [pred_of(gt)], "iou": 0.0})
+    out.append({"gt": [], "pred": [], "gt_boxes": [], "pred_boxes": [], "iou": 1.0})  # no target: not a box
+    return {"samples": out}
+
+
+def test_box_fit_tells_a_template_box_from_one_that_follows_the_frame():
+    from training.report import box_fit
+
+    follows = box_fit(_samples(lambda b: [b[0] + 2, b[1] - 1, b[2] + 3, b[3]]))
+    template = box_fit(_samples(lambda b: [0, 101, 87, 192]))
+    assert set(follows) == {"hand", "object"} and follows["hand"]["n"] == 15
+    for kind in ("hand", "object"):
+        for m in ("cx", "cy", "w", "h"):
+            assert follows[kind][m]["corr"] > 0.99 and abs(follows[kind][m]["spread"] - 1) < 0.1
+            assert template[kind][m]["spread"] == 0.0 and template[kind][m]["corr"] == 0.0
+    assert follows["hand"]["w"]["mae_px"] == 1.0
+
+
+def test_query_kinds_split_by_what_the_query_is_about():
+    from training.report import query_kinds
+
+    res = {"samples": [{"gt": ["the left hand"], "pred": ["the left hand"], "iou": 0.8},
+                       {"gt": ["the active cup"], "pred": ["the active bowl"], "iou": 0.2},
+                       {"gt": ["the left hand", "the active cup"], "pred": [], "iou": 0.0},
+                       {"gt": [], "pred": [], "iou": 1.0}]}
+    k = query_kinds(res)
+    assert k["hand"] == {"n": 1, "names_right": 1.0, "mean_iou": 0.8}
+    assert k["object"]["names_right"] == 0.0 and k["hands + objects"]["n"] == 1 and k["no target"]["n"] == 1
