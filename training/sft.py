@@ -318,8 +318,8 @@ def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: i
 def add_position_probe(ap: argparse.ArgumentParser):
     ap.add_argument("--position-probe", type=float, default=0.0,
                     help="weight of the auxiliary loss that makes image tokens encode their own position "
-                         "(training/position_probe.py); 0 = off. Small models trained from scratch need it "
-                         "to write image-dependent boxes")
+                         "(training/position_probe.py); 0 = off. Experimental: on the tiny recipe it learnt "
+                         "the positions but did not by itself make the boxes follow the frame (docs/training.md)")
     ap.add_argument("--position-probe-layer", type=int, default=2,
                     help="language-model layer whose output the position probe reads (1 = first layer)")
 
