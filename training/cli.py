@@ -11,9 +11,21 @@ import sys
 
 from training.common import env_offline, parse_with_config
 
+def _resolve(ref):
+    """A function, or "module:function" imported on first use (commands import torch and friends
+    only when they run)."""
+    if not isinstance(ref, str):
+        return ref
+    import importlib
+
+    module, _, fn = ref.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
 def _parser(cmd: str, description: str, *adders, common: bool = True) -> argparse.ArgumentParser:
     """`python -m training CMD`'s parser: --config plus the shared model/data/threads options
-    (`training.sft.add_common`, unless common=False) plus each adder's options."""
+    (`training.sft.add_common`, unless common=False) plus each adder's options (a function of the
+    parser or its "module:function")."""
     ap = argparse.ArgumentParser(prog=f"python -m training {cmd}", description=description)
     if common:
         from training.sft import add_common
@@ -22,7 +34,7 @@ def _parser(cmd: str, description: str, *adders, common: bool = True) -> argpars
     else:
         ap.add_argument("--config", help="YAML file of option: value")
     for add in adders:
-        add(ap)
+        _resolve(add)(ap)
     return ap
 
 
@@ -45,18 +57,6 @@ def _sft_args(ap):
     add_sft_args(ap, lr=1e-3, epochs=3.0, batch=8)
 
 
-def _afs_alpha_args(ap):
-    from training.sft import add_afs_alpha
-
-    add_afs_alpha(ap)
-
-
-def _position_probe_args(ap):
-    from training.sft import add_position_probe
-
-    add_position_probe(ap)
-
-
 def _descriptors_args(ap):
     ap.add_argument("--out", help="output .safetensors file (descriptions go to <out>.texts.json)")
     ap.add_argument("--split", nargs="+", default=["train", "val", "test"])
@@ -68,12 +68,6 @@ def _descriptors_args(ap):
 def _response_args(ap):
     ap.add_argument("--descriptors", help="safetensors file from `descriptors` (default: computed on demand)")
     ap.add_argument("--no-descriptor", action="store_true", help="zero descriptors (AFS off)")
-
-
-def _grpo_args(ap):
-    from training.grpo import add_grpo_args
-
-    add_grpo_args(ap)
 
 
 def _eval_args(ap):
@@ -88,24 +82,6 @@ def _eval_args(ap):
                     help="masks from the model dir's segmenter, or the filled predicted boxes")
     ap.add_argument("--no-descriptor", action="store_true", help="skip stage 1 (zero descriptor)")
     ap.add_argument("--quiet", action="store_true")
-
-
-def _segmenter_ft_args(ap):
-    from training.segmenter_ft import add_segmenter_ft_args
-
-    add_segmenter_ft_args(ap)
-
-
-def _segmenter_eval_args(ap):
-    from training.segmenter_ft import add_segmenter_eval_args
-
-    add_segmenter_eval_args(ap)
-
-
-def _vision_pretrain_args(ap):
-    from training.vision_pretrain import add_vision_pretrain_args
-
-    add_vision_pretrain_args(ap)
 
 
 def _export_args(ap):
@@ -127,25 +103,30 @@ def _run_synth(args):
     print(json.dumps({"out": str(args.out), "style": args.style, **{k: len(v) for k, v in ids.items()}}))
 
 
-# command -> (description, option adders, shared options?, required options, "module:function" run)
+# command -> (description, option adders, shared options?, required options, runner); adders and
+# runners are functions or "module:function" strings
 _TABLE = {
     "synth": ("Write synthetic egocentric hand-object scenes in the Ego-IRGBench layout.",
               (_synth_args,), False, ["out"], _run_synth),
     "vision-pretrain": ("Dense pretraining of a from-scratch vision tower on rendered synthetic scenes.",
-                        (_vision_pretrain_args,), False, ["model", "out"], "training.vision_pretrain:vision_pretrain"),
+                        ("training.vision_pretrain:add_vision_pretrain_args",), False, ["model", "out"],
+                        "training.vision_pretrain:vision_pretrain"),
     "sft-coarse": ("Stage-1 SFT: analysis instruction + image -> caption.",
                    (_sft_args,), True, ["model", "data", "out"], "training.sft:sft_coarse"),
     "descriptors": ("Extract the interaction descriptor of every image to a safetensors file.",
                     (_descriptors_args,), True, ["model", "data", "out"], "training.sft:extract_descriptors"),
     "segmenter-ft": ("Fine-tune the model dir's SAM / SAM 2 segmenter box -> mask on a dataset's masks.",
-                     (_segmenter_ft_args,), True, ["model", "data", "out"], "training.segmenter_ft:segmenter_ft"),
+                     ("training.segmenter_ft:add_segmenter_ft_args",), True, ["model", "data", "out"],
+                     "training.segmenter_ft:segmenter_ft"),
     "segmenter-eval": ("Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).",
-                       (_segmenter_eval_args,), True, ["model", "data"], "training.segmenter_ft:segmenter_eval"),
+                       ("training.segmenter_ft:add_segmenter_eval_args",), True, ["model", "data"],
+                       "training.segmenter_ft:segmenter_eval"),
     "sft-response": ("Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",
-                     (_sft_args, _response_args, _afs_alpha_args, _position_probe_args), True,
+                     (_sft_args, _response_args, "training.sft:add_afs_alpha", "training.sft:add_position_probe"), True,
                      ["model", "data", "out"], "training.sft:sft_response"),
     "grpo": ("GRPO on the response stage with R_f, R_a, R_g (METHOD.md section 3).",
-             (_grpo_args, _afs_alpha_args), True, ["model", "data", "out"], "training.grpo:run_grpo"),
+             ("training.grpo:add_grpo_args", "training.sft:add_afs_alpha"), True, ["model", "data", "out"],
+             "training.grpo:run_grpo"),
     "eval": ("Evaluate a model dir on a split: IoU metrics, METEOR, CIDEr.",
              (_eval_args,), False, ["model", "data"], "training.evaluate:run_eval"),
     "export": ("Self-contained copy of a model dir (LoRA merged, relative paths).",
@@ -178,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k.replace('_', '-')}" for k in REQUIRED[cmd] if getattr(args, k, None) in (None, "")]
     if missing:
         parser.error(f"missing {', '.join(missing)} (on the command line or in --config)")
-    run = _TABLE[cmd][4]
-    if isinstance(run, str):
-        import importlib
-
-        module, _, fn = run.partition(":")
-        run = getattr(importlib.import_module(module), fn)
-    run(args)
+    _resolve(_TABLE[cmd][4])(args)
     return 0
 
 
