@@ -100,11 +100,11 @@ def _target_lowres(mask: np.ndarray, seg, low_hw) -> torch.Tensor:
 
 
 def _image_features(model, kind: str, px) -> tuple:
-    """Encoder outputs in the order the decoder takes them (SAM: embedding; SAM 2: + two high-res maps)."""
+    """(image embedding, high-resolution maps the decoder also takes: none for SAM, SAM 2's s0, s1)."""
     out = model.get_image_embeddings(px)
     if kind == "sam":
-        return (out,)
-    return out[-1], out[0], out[1]  # SAM 2: [s0 (4x), s1 (2x), last] -> last, s0, s1
+        return out, ()
+    return out[-1], (out[0], out[1])  # SAM 2: [s0 (4x), s1 (2x), last]
 
 
 def segmenter_ft(args) -> Path:
@@ -151,7 +151,7 @@ def segmenter_ft(args) -> Path:
             lids = by_img[iid]
             lids = [lids[i] for i in rng.permutation(len(lids))[:args.boxes_per_image]]
             px, _ = seg.preprocess_image(img)
-            feats = _image_features(model, seg.kind, px)
+            emb, high_res = _image_features(model, seg.kind, px)
             boxes, targets = [], []
             for lid in lids:
                 m = lab == lid
@@ -165,7 +165,7 @@ def segmenter_ft(args) -> Path:
             if not boxes:
                 continue
             bm = torch.as_tensor(seg.boxes_to_model(np.stack(boxes), img.shape[:2]), dtype=torch.float32)
-            logits, iou_pred = dec(*feats, bm) if seg.kind == "sam" else dec(feats[0], bm, *feats[1:])
+            logits, iou_pred = dec(emb, bm, *high_res)
             tgt = torch.stack([_target_lowres(m, seg, logits.shape[-2:]) for m in targets])
             bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt)
             prob = torch.sigmoid(logits)

@@ -51,6 +51,14 @@ def _randomize_(model, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
 
 
+def _initialise_(model, seed: int, init: str) -> None:
+    """init "random": _randomize_; "train": keep transformers' own initialisation."""
+    if init == "random":
+        _randomize_(model, seed)
+    elif init != "train":
+        raise ValueError(f"init must be 'random' or 'train', got {init!r}")
+
+
 def tiny_sam_config(patch_size: int = 16):
     from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
@@ -124,10 +132,7 @@ def build_tiny_sam(out_dir, seed: int = 0, patch_size: int = 16, init: str = "ra
     out.mkdir(parents=True, exist_ok=True)
     _seeded(seed)
     model = SamModel(tiny_sam_config(patch_size))
-    if init == "random":
-        _randomize_(model, seed)
-    elif init != "train":
-        raise ValueError(f"init must be 'random' or 'train', got {init!r}")
+    _initialise_(model, seed, init)
     _save(model, out)
     low = 4 * (TINY_IMAGE_SIZE // patch_size)  # the mask decoder upsamples the embedding grid 4x
     image_processor = SamImageProcessorPil(
@@ -150,10 +155,7 @@ def build_tiny_sam2(out_dir, seed: int = 0, init: str = "random") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _seeded(seed)
     model = Sam2Model(tiny_sam2_config())
-    if init == "random":
-        _randomize_(model, seed)
-    elif init != "train":
-        raise ValueError(f"init must be 'random' or 'train', got {init!r}")
+    _initialise_(model, seed, init)
     _save(model, out)
     low = TINY_IMAGE_SIZE // 4
     pre = {
