@@ -44,6 +44,7 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     from earl_ros.model.pipeline import EarlPipeline
     from earl_ros.model.prompts import parse_response
     from training.data import IRGBench
+    from training.data.irgbench import masks_to_boxes
     from training.rewards import box_masks
 
     pipe = EarlPipeline.from_dir(model_dir, device=device)
@@ -62,14 +63,15 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
         for s in samples:
             g = pipe.answer(img, s.query, inter)
             masks = g.masks if segmenter == "model" else box_masks(g.boxes, img.shape[:2])
-            acc.add(g.entities, masks, s.entities, s.masks() if s.entities else None)
+            gt_masks = s.masks() if s.entities else None
+            acc.add(g.entities, masks, s.entities, gt_masks)
             p = parse_response(g.raw_text)
             text_entities = [] if p.no_target else (p.entities or [])
             acc.answer_hyp[-1] = _answer(text_entities, p)
             parse_ok.append(float(p.ok))
             per_sample.append({"image_id": iid, "query": s.query, "gt": s.entities, "pred": g.entities,
                                "status": g.parse_status, "iou": acc.scores[-1].giou,
-                               "gt_boxes": s.boxes().tolist() if s.entities else [],
+                               "gt_boxes": masks_to_boxes(gt_masks).tolist() if s.entities else [],
                                "pred_boxes": [[float(v) for v in b] for b in g.boxes]})
     out = acc.summary()
     out["parse_ok"] = float(np.mean(parse_ok)) if parse_ok else 0.0

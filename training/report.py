@@ -168,13 +168,18 @@ def segmenter_oracle(model_dir: Path, data: Path, split: str) -> dict:
                                     threads=2, device="cpu"))
 
 
+def _is_hand(entity: str) -> bool:
+    """Synthetic entity names: "the left hand" / "the right hand"; objects are "the active <category>"."""
+    return "hand" in entity and "active" not in entity
+
+
 def query_kinds(res: dict) -> dict:
     """Per query kind: count, share with exactly the right entity names, mean IoU."""
     out: dict[str, list] = {}
     for x in (res or {}).get("samples", []):
         g = x["gt"]
-        kind = ("no target" if not g else "hand" if all("hand" in e for e in g)
-                else "hands + objects" if any("hand" in e for e in g) else "object")
+        kind = ("no target" if not g else "hand" if all(map(_is_hand, g))
+                else "hands + objects" if any(map(_is_hand, g)) else "object")
         out.setdefault(kind, []).append(x)
     return {k: {"n": len(v), "names_right": float(np.mean([sorted(x["gt"]) == sorted(x["pred"]) for x in v])),
                 "mean_iou": float(np.mean([x["iou"] for x in v]))} for k, v in out.items()}
@@ -188,7 +193,7 @@ def box_fit(res: dict | None) -> dict:
     for x in (res or {}).get("samples", []):
         if len(x.get("gt_boxes", [])) != 1 or len(x.get("pred_boxes", [])) != 1:
             continue
-        kind = "hand" if "hand" in x["gt"][0] and "active" not in x["gt"][0] else "object"
+        kind = "hand" if _is_hand(x["gt"][0]) else "object"
         rows.setdefault(kind, []).append((x["gt_boxes"][0], x["pred_boxes"][0]))
     out = {}
     for kind, pairs in rows.items():

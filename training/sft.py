@@ -243,10 +243,9 @@ def sft_response(args) -> Path:
     if getattr(args, "position_probe", 0.0) > 0:
         from training.position_probe import ImageTokenPositionProbe
 
-        layers = int(getattr(rm.model.config, "text_config", rm.model.config).num_hidden_layers)
-        if not 1 <= args.position_probe_layer <= layers:
+        if not 1 <= args.position_probe_layer <= rm.num_layers:
             raise SystemExit(f"--position-probe-layer {args.position_probe_layer}: the response language model "
-                             f"has layers 1..{layers}")
+                             f"has layers 1..{rm.num_layers}")
         probe = ImageTokenPositionProbe(rm.hidden_size, args.position_probe_layer)
         params += list(probe.parameters())
         merge = int(rm.model.config.vision_config.spatial_merge_size)

@@ -325,6 +325,10 @@ class _VLMStage:
         return int(_text_config(self.base_model).hidden_size)
 
     @property
+    def num_layers(self) -> int:
+        return int(_text_config(self.base_model).num_hidden_layers)
+
+    @property
     def end_token_ids(self) -> list[int]:
         eos = self.base_model.generation_config.eos_token_id
         ids = eos if isinstance(eos, (list, tuple)) else [eos]
