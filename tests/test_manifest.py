@@ -36,6 +36,7 @@ def test_tiny_manifest_loads_with_paths_resolved(tiny_model_dir):
     assert m.response.path == root / "response" and m.response.afs == root / "afs" and m.response.lora is None
     assert m.response.afs_alpha == 1.0
     assert m.segmenter.type == "sam" and m.segmenter.path == root / "sam"
+    assert m.segmenter.box_refine == 0  # optional; absent = the answer's boxes only
     assert m.limits["max_image_side"] == 1280 and m.limits["max_query_tokens"] == 64
 
 
@@ -81,6 +82,8 @@ def test_absolute_paths_are_allowed(model_copy, tmp_path):
         (lambda d: d["coarse"].__setitem__("pooling", "max"), "pooling"),
         (lambda d: d["segmenter"].__setitem__("type", "sam3"), "segmenter.type"),
         (lambda d: d["limits"].__setitem__("max_new_tokens", 0), "max_new_tokens"),
+        (lambda d: d["segmenter"].__setitem__("box_refine", 9), "box_refine"),
+        (lambda d: d["segmenter"].__setitem__("box_refine", "two"), "box_refine"),
         (lambda d: d["response"].__setitem__("lora", "no-such-adapter"), "no-such-adapter"),
     ],
 )

@@ -173,3 +173,33 @@ def test_sam2_model_dir(tiny_model_dir_sam2):
     with ScriptedResponse(p, format_response(["the right hand"], [(2, 2, iw // 2, ih - 2)])):
         g = p.answer(img, "which hand?", p.empty_interaction())
     assert g.masks.shape == (1, 200, 280) and g.entities == ["the right hand"]
+
+
+def test_manifest_box_refine_reaches_the_segmenter_and_boxes_stay_the_answers(tiny_model_dir, tmp_path):
+    import shutil
+
+    import yaml
+
+    d = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    mf = d / "earl.yaml"
+    data = yaml.safe_load(mf.read_text())
+    data["segmenter"]["box_refine"] = 2
+    mf.write_text(yaml.safe_dump(data))
+    p = EarlPipeline.from_dir(d)
+    assert p.box_refine == 2
+    seen = []
+    orig = p.segmenter.segment
+
+    def segment(img, boxes, key=None, refine=0):
+        seen.append(refine)
+        return orig(img, boxes, key=key, refine=refine)
+
+    p.segmenter.segment = segment
+    img = _image(5, 240, 320)
+    (ih, iw), (sx, sy) = model_frame(p.response.processor, (240, 320))
+    with ScriptedResponse(p, format_response(["the left hand"], [(4, 6, iw // 2, ih // 2)])):
+        g = p.answer(img, "which hand?", p.empty_interaction())
+    assert seen == [2]
+    expected = np.rint(np.array([[4, 6, iw // 2, ih // 2]]) * [sx, sy, sx, sy]).astype(int)
+    assert np.array_equal(g.boxes, expected)  # the answer's box, not the refined prompt
+    assert g.masks.shape == (1, 240, 320)

@@ -5,6 +5,8 @@ Specification:
 - the image encoder runs once per frame key, never per box or per query;
 - box coordinates are mapped original px -> model-input px exactly like transformers' processors,
   and back; preprocessing and mask upscaling match transformers' SAM processor;
+- box refinement re-prompts with each mask's own bounding box, stops when the boxes stop changing,
+  and leaves the masks of refine=0 untouched;
 - bad inputs fail with typed errors.
 """
 import threading
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from earl_ros.model.errors import BackendUnavailableError, InvalidImageError, ModelDirError, NoFrameError
-from earl_ros.model.segmenter import Segmenter, detect_kind
+from earl_ros.model.segmenter import Segmenter, detect_kind, mask_boxes
 from earl_ros.model.tiny_sam import build_tiny_sam, build_tiny_sam2
 
 KINDS = ("sam", "sam2")
@@ -98,6 +100,66 @@ def test_each_box_is_decoded_independently(segmenters, kind):
         one, s_one = seg.segment(img, box[None], key="k")
         assert (one[0] != batch[i]).mean() < 1e-4
         assert abs(float(s_one[0]) - float(s_batch[i])) < 1e-4
+
+
+# ---- box refinement --------------------------------------------------------------------------
+def test_mask_boxes_are_tight_and_empty_masks_keep_their_box():
+    masks = np.zeros((2, 50, 60), bool)
+    masks[0, 10:21, 5:31] = True  # rows 10..20, cols 5..30
+    fallback = np.array([[1, 2, 3, 4], [7, 8, 9, 10]], np.float32)
+    np.testing.assert_array_equal(mask_boxes(masks, fallback), [[5, 10, 31, 21], [7, 8, 9, 10]])
+
+
+class _RecordingBackend:
+    """Wraps a backend and keeps the model-frame boxes of every decoder call."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.calls = inner, inner.name, []
+
+    def prepare(self, emb):
+        return self.inner.prepare(emb)
+
+    def run(self, prepared, boxes_model):
+        self.calls.append(np.array(boxes_model))
+        return self.inner.run(prepared, boxes_model)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refinement_prompts_again_with_the_masks_boxes(sam_dirs, kind):
+    seg = Segmenter.from_pretrained(sam_dirs[kind])
+    seg.backend = rec = _RecordingBackend(seg.backend)
+    img = _image(180, 300, seed=2)
+    plain, plain_scores = seg.segment(img, BOXES, key="r")
+    assert len(rec.calls) == 1
+    rec.calls.clear()
+    refined, _ = seg.segment(img, BOXES, key="r", refine=1)
+    assert len(rec.calls) == 2
+    np.testing.assert_allclose(rec.calls[0], seg.boxes_to_model(BOXES, (180, 300)), atol=1e-4)
+    expected = seg.boxes_to_model(mask_boxes(plain, fallback=BOXES), (180, 300))
+    np.testing.assert_allclose(rec.calls[1], expected, atol=1e-4)
+    again, again_scores = seg.segment(img, BOXES, key="r", refine=0)  # refine=0 is the plain path
+    np.testing.assert_array_equal(again, plain)
+    np.testing.assert_array_equal(again_scores, plain_scores)
+    assert refined.shape == plain.shape
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refinement_stops_when_the_boxes_stop_changing(sam_dirs, kind):
+    seg = Segmenter.from_pretrained(sam_dirs[kind])
+    seg.backend = rec = _RecordingBackend(seg.backend)
+    img = _image(180, 300, seed=3)
+    masks, _ = seg.segment(img, BOXES, key="s", refine=5)
+    calls = len(rec.calls)
+    assert 1 < calls <= 6
+    if calls < 6:  # converged early: one more round would prompt with the same boxes again
+        final_prompt = seg.boxes_from_model(rec.calls[-1], (180, 300))
+        np.testing.assert_allclose(mask_boxes(masks, fallback=BOXES), final_prompt, atol=1e-3)
+
+
+@pytest.mark.parametrize("refine", [-1, 6, 1.5, True, "2"])
+def test_refinement_count_is_validated(segmenters, refine):
+    with pytest.raises(ValueError, match="refine"):
+        segmenters["sam"].segment(_image(60, 80), BOXES[:1] / 4, refine=refine)
 
 
 # ---- one embedding per frame -------------------------------------------------------------------

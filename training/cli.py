@@ -81,6 +81,8 @@ def _eval_args(ap):
     ap.add_argument("--segmenter", choices=("model", "box"), default="model",
                     help="masks from the model dir's segmenter, or the filled predicted boxes")
     ap.add_argument("--no-descriptor", action="store_true", help="skip stage 1 (zero descriptor)")
+    ap.add_argument("--box-refine", type=int, default=None, metavar="N",
+                    help="override the manifest's segmenter.box_refine (re-prompts with each mask's own box)")
     ap.add_argument("--quiet", action="store_true")
 
 
@@ -122,7 +124,8 @@ _TABLE = {
                        ("training.segmenter_ft:add_segmenter_eval_args",), True, ["model", "data"],
                        "training.segmenter_ft:segmenter_eval"),
     "sft-response": ("Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",
-                     (_sft_args, _response_args, "training.sft:add_afs_alpha", "training.sft:add_position_probe"), True,
+                     (_sft_args, _response_args, "training.sft:add_afs_alpha", "training.sft:add_position_probe",
+                      "training.sft:add_split_digits"), True,
                      ["model", "data", "out"], "training.sft:sft_response"),
     "grpo": ("GRPO on the response stage with R_f, R_a, R_g (METHOD.md section 3).",
              ("training.grpo:add_grpo_args", "training.sft:add_afs_alpha"), True, ["model", "data", "out"],

@@ -117,7 +117,8 @@ def _abs(root: Path, v):
 
 
 def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | None = None,
-                     response: dict | None = None, name: str | None = None, extra: dict | None = None) -> Path:
+                     response: dict | None = None, name: str | None = None, extra: dict | None = None,
+                     limits: dict | None = None) -> Path:
     """Write out_dir/earl.yaml: the source manifest with every path made absolute, then the given
     section overrides (paths in overrides are relative to out_dir). Unchanged parts are not copied."""
     src, out = Path(src_dir).resolve(), Path(out_dir)
@@ -133,6 +134,8 @@ def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | No
     c.update(coarse or {})
     r.update(response or {})
     data.update(coarse=c, response=r, segmenter=s)
+    if limits:
+        data["limits"] = {**(raw.get("limits") or {}), **limits}
     if name:
         data["name"] = name
     data.setdefault("training", {})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import EvalAccumulator
+from training.metrics import EvalAccumulator, aggregate, score_sample
 
 TABLE_ROWS = [
     ("cIoU", "cIoU (paper's metric)"), ("gIoU", "gIoU"), ("sample_mIoU", "sample mIoU (public eval code)"),
@@ -37,8 +37,8 @@ def format_table(summary: dict) -> str:
 
 
 def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None, image_limit: int | None = None,
-             device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False
-             ) -> dict:
+             device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False,
+             box_refine: int | None = None) -> dict:
     from tqdm import tqdm
 
     from earl_ros.model.pipeline import EarlPipeline
@@ -48,6 +48,8 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     from training.rewards import box_masks
 
     pipe = EarlPipeline.from_dir(model_dir, device=device)
+    if box_refine is not None:
+        pipe.box_refine = box_refine
     ds = IRGBench(data_root, split, limit=limit, image_limit=image_limit)
     by_image: dict[str, list] = {}
     for s in ds.samples:
@@ -78,7 +80,49 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     out["seconds"] = time.perf_counter() - t0
     out["model"], out["data"], out["split"] = str(model_dir), str(data_root), split
     out["segmenter"] = segmenter
+    out["box_refine"] = pipe.box_refine
     out["samples"] = per_sample
+    return out
+
+
+def _rescore(result: dict, model_dir, data_root, rounds) -> dict[int, list]:
+    """Per-sample scores of an `evaluate` result with its masks redrawn at each box_refine count."""
+    from earl_ros.model.manifest import Manifest
+    from earl_ros.model.segmenter import Segmenter
+    from training.data import IRGBench
+
+    ds = IRGBench(data_root, result["split"])
+    samples = {}
+    for s in ds.samples:
+        samples.setdefault((s.image_id, s.query), []).append(s)
+    seg = Segmenter.from_pretrained(Manifest.load(model_dir).segmenter.path)
+    scores: dict[int, list] = {k: [] for k in rounds}
+    for rec in result["samples"]:
+        s = samples[(rec["image_id"], rec["query"])].pop(0)  # the same order evaluate() went through
+        img = ds.image(rec["image_id"])
+        gt_masks = s.masks() if s.entities else None
+        boxes = np.asarray(rec["pred_boxes"], np.float32).reshape(-1, 4)
+        for k in rounds:
+            masks = seg.segment(img, boxes, key=rec["image_id"], refine=k)[0] if len(boxes) else None
+            scores[k].append(score_sample(rec["pred"], masks, s.entities, gt_masks))
+    return scores
+
+
+def refine_sweep(result: dict, model_dir, data_root, rounds=(0, 1, 2, 3)) -> dict[int, dict]:
+    """IoU metrics of an `evaluate` result at each segmenter.box_refine count.
+
+    Refinement changes only the masks, so the answers and boxes of one evaluation are reused and only
+    the segmenter runs again: choosing box_refine on the validation split costs seconds, not an eval.
+    """
+    return {k: aggregate(v) for k, v in _rescore(result, model_dir, data_root, rounds).items()}
+
+
+def with_box_refine(result: dict, model_dir, data_root, box_refine: int) -> dict:
+    """The `evaluate` result `evaluate(..., box_refine=box_refine)` would give, from one at another
+    count (answers, boxes and text metrics are the same; IoU metrics and per-sample IoUs are redrawn)."""
+    scores = _rescore(result, model_dir, data_root, (box_refine,))[box_refine]
+    out = {**result, **aggregate(scores), "box_refine": box_refine}
+    out["samples"] = [{**rec, "iou": sc.giou} for rec, sc in zip(result["samples"], scores)]
     return out
 
 
@@ -93,7 +137,7 @@ def _answer(entities, parsed) -> str:
 def run_eval(args) -> dict:
     res = evaluate(args.model, args.data, args.split, limit=args.limit, image_limit=args.image_limit,
                    device=args.device, segmenter=args.segmenter, progress=not args.quiet,
-                   no_descriptor=args.no_descriptor)
+                   no_descriptor=args.no_descriptor, box_refine=args.box_refine)
     print(format_table(res))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,8 @@ def _strip_paths(obj):
     return obj
 
 
-def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | None = None) -> Path:
+def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | None = None,
+                     box_refine: int | None = None) -> Path:
     from earl_ros.model.manifest import Manifest, write_manifest
     from training.common import read_manifest_raw
 
@@ -70,7 +71,8 @@ def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | 
         "prompt_version": m.prompt_version,
         "coarse": {"path": "coarse", "pooling": m.coarse.pooling, "lora": None},
         "response": {"path": "response", "lora": None, "afs": "afs", "afs_alpha": float(m.response.afs_alpha)},
-        "segmenter": {"type": m.segmenter.type, "path": "sam", "decoder_onnx": None},
+        "segmenter": {"type": m.segmenter.type, "path": "sam", "decoder_onnx": None,
+                      "box_refine": int(m.segmenter.box_refine if box_refine is None else box_refine)},
         "limits": dict(m.limits),
     }
     if raw.get("tiny"):

@@ -15,7 +15,8 @@ reproducible by hand, see the printed commands and OUT/recipe.json):
   5. two lanes at once: sft-response (AFS) -> grpo, and the same with zero descriptors (the
      no-descriptor ablation: same data, steps and hyper-parameters); `--no-ablation` skips it
   6. select           evaluate SFT-only and SFT + GRPO on the validation split (seed 0 val, not the
-                      held-out test seeds); the one with the higher cIoU is exported
+                      held-out test seeds); the one with the higher cIoU is exported, with the
+                      segmenter.box_refine count (0-5) that scores best on the same answers
   7. export           self-contained model dir (LoRA merged, relative paths) -> --model-out
 
 Held-out evaluation data (other seeds, other styles) is generated separately by
@@ -49,7 +50,7 @@ TINY_SYNTH = {
              "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 3e-4, "afs_lr": 1e-4,
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
              "segmenter": "model", "save_every": 50},
-    "select": {"val_images": 50},
+    "select": {"val_images": 50, "box_refine_rounds": [0, 1, 2, 3, 4, 5]},
 }
 
 QUICK = {
@@ -246,24 +247,34 @@ class Recipe:
         sel_file = o / "selection.json"
 
         def select():
-            from training.evaluate import evaluate
+            from training.evaluate import evaluate, refine_sweep
 
-            scores = {}
-            for name, d in (("sft", o / "sft"), ("grpo", o / "grpo" / "final")):
-                r = evaluate(d, data, "val", image_limit=c["select"]["val_images"], progress=False)
+            scores, results = {}, {}
+            stage_dirs = {"sft": o / "sft", "grpo": o / "grpo" / "final"}
+            for name, d in stage_dirs.items():
+                r = results[name] = evaluate(d, data, "val", image_limit=c["select"]["val_images"], progress=False,
+                                             box_refine=0)
                 scores[name] = {"cIoU": r["cIoU"], "no_target_acc": r["no_target_acc"], "n": r["n"]}
                 print(f"[recipe] val {name}: cIoU {100 * r['cIoU']:.2f} no-target {100 * r['no_target_acc']:.1f}%",
                       flush=True)
             best = max(scores, key=lambda k: (scores[k]["cIoU"], k == "grpo"))
-            sel_file.write_text(json.dumps({"scores": scores, "selected": best}, indent=1))
+            # box_refine on the same validation answers (only the segmenter runs again); ties keep fewer rounds
+            sweep = refine_sweep(results[best], stage_dirs[best], data, rounds=c["select"]["box_refine_rounds"])
+            refine = max(sweep, key=lambda k: (round(sweep[k]["cIoU"], 4), -k))
+            for k, r in sweep.items():
+                print(f"[recipe] val {best} box_refine {k}: cIoU {100 * r['cIoU']:.2f}", flush=True)
+            sel_file.write_text(json.dumps({"scores": scores, "selected": best, "box_refine": refine,
+                                            "box_refine_val_cIoU": {k: r["cIoU"] for k, r in sweep.items()}},
+                                           indent=1))
         self.stage("select", sel_file, fn=select)
         if self.model_out is not None:
             def export():
                 from training.export import export_model_dir
 
-                best = json.loads(sel_file.read_text())["selected"]
+                sel = json.loads(sel_file.read_text())
+                best = sel["selected"]
                 src = o / "sft" if best == "sft" else o / "grpo" / "final"
-                export_model_dir(src, self.model_out, name="earl-tiny-synth",
+                export_model_dir(src, self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
                                  extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
                                         "stage_seconds": dict(self.times)})
             self.stage("export", Path("/nonexistent-always-run"), fn=export)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -213,6 +214,42 @@ def make_descriptor_source(args, paths, dim: int, device: str) -> DescriptorSour
     return DescriptorSource(dim, coarse=cm, mode="model")
 
 
+def split_digit_tokens(tokenizer) -> bool:
+    """Make a byte-level BPE tokenizer write every number one digit per token (as Qwen2's does).
+
+    A tokenizer trained on box-heavy text learns one token per coordinate value ("137"), so the
+    model must learn ~250 unrelated output rows and gets no credit for a near miss; per-digit
+    tokens share ten rows across all values. The vocabulary is unchanged (single digits are in
+    every byte-level alphabet); only the pre-tokenizer splits. Returns False if it already did.
+    """
+    from tokenizers import pre_tokenizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.pre_tokenizer
+    if current is not None and "Digits" in repr(current):
+        return False
+    for d in "0123456789":
+        if tokenizer.convert_tokens_to_ids(d) in (None, tokenizer.unk_token_id):
+            raise SystemExit(f"--split-digits: the tokenizer has no token for the digit {d!r}")
+    steps = [pre_tokenizers.Digits(individual_digits=True)] + ([current] if current is not None else [])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    return True
+
+
+def longest_target_tokens(rm, samples, probe: int = 256) -> int:
+    """Tokens (with the end token) of the longest response target among the wordiest samples.
+
+    The answer's length grows with the number of entities and the length of their names; the
+    probe set holds the samples with the most entity characters, so this is the longest target
+    without decoding every image of the split."""
+    ranked = sorted(samples, key=lambda s: sum(len(e) + 24 for e in (s.entities or [])), reverse=True)[:probe]
+    longest = 0
+    for s in ranked:
+        frame = rm.frame_of(s.image().shape[:2])
+        longest = max(longest, len(rm.tokenizer(response_target(s, frame))["input_ids"]) + 1)
+    return longest
+
+
 def sft_response(args) -> Path:
     from earl_ros.model.vlm import ResponseModel
 
@@ -224,6 +261,8 @@ def sft_response(args) -> Path:
     if hasattr(rm.model, "merge_and_unload"):
         rm.model = rm.model.merge_and_unload()
         rm.injector.attach(rm.model)
+    if getattr(args, "split_digits", False):
+        split_digit_tokens(rm.tokenizer)
     suppress_special_tokens(rm)
     alpha = paths["afs_alpha"] if args.afs_alpha is None else float(args.afs_alpha)
     rm.injector.alpha = alpha
@@ -249,6 +288,14 @@ def sft_response(args) -> Path:
         probe = ImageTokenPositionProbe(rm.hidden_size, args.position_probe_layer)
         params += list(probe.parameters())
         merge = int(rm.model.config.vision_config.spatial_merge_size)
+    limits = {}
+    longest = longest_target_tokens(rm, samples)
+    if longest > paths["limits"]["max_new_tokens"]:
+        # a limit below the longest answer truncates multi-entity answers at inference (lost boxes)
+        limits["max_new_tokens"] = -(-(longest + 8) // 16) * 16
+        print(f"sft-response: the longest training answer is {longest} tokens; the model dir's "
+              f"limits.max_new_tokens goes {paths['limits']['max_new_tokens']} -> {limits['max_new_tokens']}",
+              file=sys.stderr)
     log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
 
     def step_fn(idx):
@@ -278,7 +325,9 @@ def sft_response(args) -> Path:
     rm.afs.save_pretrained(out / "afs")
     derive_model_dir(args.model, out, response={"path": "response", "lora": None, "afs": "afs", "afs_alpha": alpha},
                      extra={"sft_response": {"data": str(args.data), "split": args.split, "steps": len(batches),
-                                             "final_loss": losses[-1] if losses else None}})
+                                             "final_loss": losses[-1] if losses else None,
+                                             "longest_target_tokens": longest}},
+                     limits=limits)
     print(json.dumps({"model_dir": str(out), "steps": len(batches), "samples": len(samples),
                       "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}))
     return out
@@ -321,6 +370,12 @@ def add_position_probe(ap: argparse.ArgumentParser):
                          "the positions but did not by itself make the boxes follow the frame (docs/training.md)")
     ap.add_argument("--position-probe-layer", type=int, default=2,
                     help="language-model layer whose output the position probe reads (1 = first layer)")
+
+
+def add_split_digits(ap: argparse.ArgumentParser):
+    ap.add_argument("--split-digits", action="store_true",
+                    help="write numbers one digit per token in the response tokenizer before training (saved "
+                         "with the model, so inference reads the same); see split_digit_tokens")
 
 
 def add_afs_alpha(ap: argparse.ArgumentParser):

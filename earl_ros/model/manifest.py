@@ -9,7 +9,7 @@ share checkpoints). Example (docs/CONTRACTS.md):
     prompt_version: earl-prompt-v1
     coarse:    {path: coarse, pooling: mean}          # HF Qwen2.5-VL dir (+ processor); optional lora
     response:  {path: response, lora: null, afs: afs, afs_alpha: 1.0}
-    segmenter: {type: sam, path: sam, decoder_onnx: null}
+    segmenter: {type: sam, path: sam, decoder_onnx: null, box_refine: 0}   # box_refine: optional
     limits:    {max_image_side: 1280, max_query_tokens: 64, max_new_tokens: 96}
 
 `Manifest.load` validates the file and that every named part exists, and fails with a
@@ -30,6 +30,7 @@ MANIFEST_NAME = "earl.yaml"
 FORMAT = "earl-model/1"
 POOLINGS = ("mean", "last")
 SEGMENTER_TYPES = ("sam", "sam2")
+MAX_BOX_REFINE = 5  # segmenter.box_refine: at most this many re-prompts per box
 
 DEFAULT_LIMITS = {
     "max_image_side": 1280,
@@ -55,6 +56,7 @@ class SegmenterSpec:
     type: str
     path: Path
     decoder_onnx: Path | None = None
+    box_refine: int = 0  # re-prompts with each mask's own box (Segmenter.predict)
 
 
 @dataclass
@@ -156,7 +158,12 @@ class Manifest:
             type=seg_type,
             path=path_of(s, "path", "segmenter"),
             decoder_onnx=path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
+            box_refine=s.get("box_refine", 0),
         )
+        if (not isinstance(segmenter.box_refine, int) or isinstance(segmenter.box_refine, bool)
+                or not 0 <= segmenter.box_refine <= MAX_BOX_REFINE):
+            raise ModelDirError(f"{mf}: segmenter.box_refine must be an integer in 0..{MAX_BOX_REFINE}, "
+                                f"got {segmenter.box_refine!r}")
         limits = dict(DEFAULT_LIMITS)
         limits.update({k: v for k, v in (raw.get("limits") or {}).items()})
         for k in ("max_image_side", "max_query_tokens", "max_new_tokens", "coarse_max_new_tokens"):

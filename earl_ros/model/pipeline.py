@@ -43,6 +43,7 @@ class EarlPipeline:
         self.device = device
         self.max_image_side = int(manifest.limits["max_image_side"])
         self.max_new_tokens = int(manifest.limits["max_new_tokens"])
+        self.box_refine = int(manifest.segmenter.box_refine)
         self._coarse_lock = threading.Lock()
         self._response_lock = threading.Lock()
 
@@ -139,7 +140,8 @@ class EarlPipeline:
 
         t = time.perf_counter()
         if len(boxes_arr):
-            masks, scores = self.segmenter.segment(img, boxes_arr.astype(np.float32), key=stamp)
+            masks, scores = self.segmenter.segment(img, boxes_arr.astype(np.float32), key=stamp,
+                                                   refine=self.box_refine)
         else:
             masks, scores = np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
         timings["segment"] = (time.perf_counter() - t) * 1000.0

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BackendUnavailableError, InvalidImageError, ModelDirError, NoFrameError
+from .manifest import MAX_BOX_REFINE
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,16 @@ def build_prompt_mask_decoder(model, kind: str):
 
 # --------------------------------------------------------------------------------------------
 # Backends: only prompt encoder + mask decoder differ
+def mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Tight [x1, y1, x2, y2) boxes of bool masks [N,H,W]; an empty mask keeps its fallback box."""
+    out = np.asarray(fallback, dtype=np.float32).copy()
+    for i, m in enumerate(masks):
+        cols, rows = np.flatnonzero(m.any(axis=0)), np.flatnonzero(m.any(axis=1))
+        if cols.size:
+            out[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 class TorchDecoderBackend:
     name = "torch"
@@ -425,8 +436,16 @@ class Segmenter:
             bm = self.boxes_to_model(b, image_hw)
             return self.backend.run(prepared, bm)
 
-    def predict(self, boxes) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes float[N,4] (x1,y1,x2,y2, original px) -> (masks bool[N,H,W], scores float32[N])."""
+    def predict(self, boxes, refine: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes float[N,4] (x1,y1,x2,y2, original px) -> (masks bool[N,H,W], scores float32[N]).
+
+        refine: how many times to prompt again with each mask's own bounding box. A rough box (a small
+        language model's coordinates) gives a mask that covers the object only in part but overflows
+        the box where the object does; the mask's box is then closer to the object than the prompt
+        was. Still one box prompt per entity, as EARL specifies; 0 = the answer's boxes only.
+        """
+        if not isinstance(refine, (int, np.integer)) or isinstance(refine, bool) or not 0 <= refine <= MAX_BOX_REFINE:
+            raise ValueError(f"refine must be an integer in 0..{MAX_BOX_REFINE}, got {refine!r}")
         with self._lock:
             if self._current is None:
                 raise NoFrameError("Segmenter.set_image must be called before predict")
@@ -434,17 +453,25 @@ class Segmenter:
             b = np.asarray(boxes, dtype=np.float32)
             if b.size == 0:
                 return np.zeros((0,) + image_hw, dtype=bool), np.zeros((0,), dtype=np.float32)
-            logits, iou = self.predict_logits(b)
-            full = self.upscale_logits(logits, image_hw)
-            masks = (full > 0.0).cpu().numpy()
-            scores = iou.float().cpu().numpy().astype(np.float32)
+            masks, scores = self._predict_once(b, image_hw)
+            for _ in range(int(refine)):
+                nb = mask_boxes(masks, fallback=b)
+                if np.array_equal(nb, b):
+                    break  # converged: the masks already fill their prompts
+                b = nb
+                masks, scores = self._predict_once(b, image_hw)
         return masks, scores
 
-    def segment(self, img: np.ndarray, boxes, key=None) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_once(self, b: np.ndarray, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        logits, iou = self.predict_logits(b)
+        full = self.upscale_logits(logits, image_hw)
+        return (full > 0.0).cpu().numpy(), iou.float().cpu().numpy().astype(np.float32)
+
+    def segment(self, img: np.ndarray, boxes, key=None, refine: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """set_image + predict under one lock (no other thread can switch the frame in between)."""
         with self._lock:
             self.set_image(img, key=key)
-            return self.predict(boxes)
+            return self.predict(boxes, refine=refine)
 
     def __repr__(self) -> str:
         return f"Segmenter(kind={self.kind!r}, backend={self.backend_name!r}, device={self.device!r}, path={self.path})"

@@ -98,3 +98,48 @@ def test_eval_on_a_grpo_checkpoint_writes_table_and_json(chain, tmp_path, capsys
         assert k in res
     assert res["n"] == 6 and len(res["samples"]) == 6
     assert 0.0 <= res["cIoU"] <= 1.0
+
+
+@pytest.fixture
+def loose_gt_answers(chain, monkeypatch):
+    """The response model answers with the ground-truth entities and boxes grown by 6 px per side
+    (a rough but right answer), so the segmenter has real boxes to redraw."""
+    from earl_ros.model.prompts import format_response
+    from earl_ros.model.vlm import RawResponse, ResponseModel, boxes_to_model
+
+    ds = IRGBench(chain["data"], "test")
+    truth = {(ds.image(s.image_id).tobytes(), s.query): s for s in ds.samples}
+
+    def respond(self, image, query, descriptor=None, **kw):
+        s = truth[(np.ascontiguousarray(image).tobytes(), query)]
+        f = self.frame_of(image.shape[:2])
+        if s.no_target:
+            text = format_response([], None)
+        else:
+            boxes = boxes_to_model(s.boxes() + np.array([-6, -6, 6, 6]), f.scale_xy, f.input_hw)
+            text = format_response(s.entities, [tuple(int(v) for v in b) for b in boxes])
+        return RawResponse([text], f.scale_xy, f.input_hw, f.orig_hw, query, False)
+
+    monkeypatch.setattr(ResponseModel, "respond", respond)
+
+
+def test_refine_sweep_redraws_only_the_masks_of_an_eval(chain, loose_gt_answers):
+    """Column 0 of the sweep is the eval itself; column k is what `eval --box-refine k` measures, and
+    an eval at one count converts exactly into the eval at another."""
+    from training.evaluate import evaluate, refine_sweep, with_box_refine
+
+    keys = ("cIoU", "gIoU", "sample_mIoU", "instance_mIoU", "no_target_acc")
+    plain = evaluate(chain["m2"], chain["data"], "test", limit=10, progress=False, box_refine=0)
+    assert sum(bool(r["pred_boxes"]) for r in plain["samples"]) >= 3  # something to redraw
+    sweep = refine_sweep(plain, chain["m2"], chain["data"], rounds=(0, 2))
+    refined = evaluate(chain["m2"], chain["data"], "test", limit=10, progress=False, box_refine=2)
+    assert refined["box_refine"] == 2
+    for k in keys:
+        assert sweep[0][k] == pytest.approx(plain[k], abs=1e-9)
+        assert sweep[2][k] == pytest.approx(refined[k], abs=1e-9)
+    assert sweep[0]["no_target_acc"] == sweep[2]["no_target_acc"] == 1.0  # refinement never touches answers
+    derived = with_box_refine(plain, chain["m2"], chain["data"], 2)
+    assert derived["box_refine"] == 2
+    for k in keys + ("answer_METEOR",):
+        assert derived[k] == pytest.approx(refined[k], abs=1e-9)
+    assert [r["iou"] for r in derived["samples"]] == pytest.approx([r["iou"] for r in refined["samples"]], abs=1e-9)

@@ -87,6 +87,11 @@ def test_recipe_quick_scale(tmp_path):
     assert (run / "grpo_nodesc" / "final" / "earl.yaml").is_file()
     raw = yaml.safe_load((tmp_path / "m" / "earl.yaml").read_text())
     assert _absolute_paths(raw) == []
+    sel = json.loads((run / "selection.json").read_text())
+    assert sel["selected"] in ("sft", "grpo") and set(sel["box_refine_val_cIoU"]) == {"0", "1", "2", "3", "4", "5"}
+    best = max(sel["box_refine_val_cIoU"].values())
+    assert round(sel["box_refine_val_cIoU"][str(sel["box_refine"])], 4) == round(best, 4)  # the best count on val ...
+    assert raw["segmenter"]["box_refine"] == sel["box_refine"]  # ... is the exported model's
     pipe = EarlPipeline.from_dir(tmp_path / "m")
     g = pipe.answer(np.zeros((96, 128, 3), np.uint8), "Where is my left hand?")
     assert g.image_size == (96, 128)
