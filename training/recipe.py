@@ -245,12 +245,12 @@ class Recipe:
         # Model selection on the validation split (seed 0, never the held-out test seeds): export the
         # response stage (SFT warm-up or SFT + GRPO) with the higher val cIoU.
         sel_file = o / "selection.json"
+        stage_dirs = {"sft": o / "sft", "grpo": o / "grpo" / "final"}
 
         def select():
             from training.evaluate import evaluate, refine_sweep
 
             scores, results = {}, {}
-            stage_dirs = {"sft": o / "sft", "grpo": o / "grpo" / "final"}
             for name, d in stage_dirs.items():
                 r = results[name] = evaluate(d, data, "val", image_limit=c["select"]["val_images"], progress=False,
                                              box_refine=0)
@@ -273,8 +273,7 @@ class Recipe:
 
                 sel = json.loads(sel_file.read_text())
                 best = sel["selected"]
-                src = o / "sft" if best == "sft" else o / "grpo" / "final"
-                export_model_dir(src, self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
+                export_model_dir(stage_dirs[best], self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
                                  extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
                                         "stage_seconds": dict(self.times)})
             self.stage("export", Path("/nonexistent-always-run"), fn=export)

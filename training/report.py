@@ -52,12 +52,11 @@ def eval_cached(run: Path, tag: str, model: Path, data: Path, split: str, no_des
     from training.evaluate import evaluate, with_box_refine
 
     out = run / "eval" / f"{tag}_{split}.json"
-    if out.exists():
-        res = json.loads(out.read_text())
-        if res.get("box_refine", 0) == box_refine:
-            return _explicit(res)
-    if out.exists() and all("pred_boxes" in r for r in res.get("samples", [{}])):
-        res = with_box_refine(res, model, data, box_refine)
+    cached = json.loads(out.read_text()) if out.exists() else None
+    if cached is not None and cached.get("box_refine", 0) == box_refine:
+        return _explicit(cached)
+    if cached is not None and "samples" in cached and all("pred_boxes" in r for r in cached["samples"]):
+        res = with_box_refine(cached, model, data, box_refine)
     elif not (Path(model) / "earl.yaml").exists():
         print(f"[report] {tag}: {model} missing, row skipped", flush=True)
         return None

@@ -18,6 +18,7 @@ one clear line, not a stack trace from deep inside transformers.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,11 @@ FORMAT = "earl-model/1"
 POOLINGS = ("mean", "last")
 SEGMENTER_TYPES = ("sam", "sam2")
 MAX_BOX_REFINE = 5  # segmenter.box_refine: at most this many re-prompts per box
+
+
+def valid_box_refine(value) -> bool:
+    """segmenter.box_refine / Segmenter.predict(refine=): an integer (not a bool) in 0..MAX_BOX_REFINE."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= MAX_BOX_REFINE
 
 DEFAULT_LIMITS = {
     "max_image_side": 1280,
@@ -160,8 +166,7 @@ class Manifest:
             decoder_onnx=path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
             box_refine=s.get("box_refine", 0),
         )
-        if (not isinstance(segmenter.box_refine, int) or isinstance(segmenter.box_refine, bool)
-                or not 0 <= segmenter.box_refine <= MAX_BOX_REFINE):
+        if not valid_box_refine(segmenter.box_refine):
             raise ModelDirError(f"{mf}: segmenter.box_refine must be an integer in 0..{MAX_BOX_REFINE}, "
                                 f"got {segmenter.box_refine!r}")
         limits = dict(DEFAULT_LIMITS)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import BackendUnavailableError, InvalidImageError, ModelDirError, NoFrameError
-from .manifest import MAX_BOX_REFINE
+from .manifest import MAX_BOX_REFINE, valid_box_refine
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,6 @@ def build_prompt_mask_decoder(model, kind: str):
 
 
 # --------------------------------------------------------------------------------------------
-# Backends: only prompt encoder + mask decoder differ
 def mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Tight [x1, y1, x2, y2) boxes of bool masks [N,H,W]; an empty mask keeps its fallback box."""
     out = np.asarray(fallback, dtype=np.float32).copy()
@@ -184,6 +183,7 @@ def mask_boxes(masks: np.ndarray, fallback: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
+# Backends: only prompt encoder + mask decoder differ
 class TorchDecoderBackend:
     name = "torch"
 
@@ -444,7 +444,7 @@ class Segmenter:
         the box where the object does; the mask's box is then closer to the object than the prompt
         was. Still one box prompt per entity, as EARL specifies; 0 = the answer's boxes only.
         """
-        if not isinstance(refine, (int, np.integer)) or isinstance(refine, bool) or not 0 <= refine <= MAX_BOX_REFINE:
+        if not valid_box_refine(refine):
             raise ValueError(f"refine must be an integer in 0..{MAX_BOX_REFINE}, got {refine!r}")
         with self._lock:
             if self._current is None:
@@ -454,7 +454,7 @@ class Segmenter:
             if b.size == 0:
                 return np.zeros((0,) + image_hw, dtype=bool), np.zeros((0,), dtype=np.float32)
             masks, scores = self._predict_once(b, image_hw)
-            for _ in range(int(refine)):
+            for _ in range(refine):
                 nb = mask_boxes(masks, fallback=b)
                 if np.array_equal(nb, b):
                     break  # converged: the masks already fill their prompts

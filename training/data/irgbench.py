@@ -63,12 +63,10 @@ class Sample:
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(masks), 4), np.int64)
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        if len(xs):
-            out[i] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    return out
+    """Tight integer boxes [x1, y1, x2, y2) of masks [N,H,W]; an empty mask gives (0, 0, 0, 0)."""
+    from earl_ros.model.segmenter import mask_boxes
+
+    return mask_boxes(masks, fallback=np.zeros((len(masks), 4), np.float32)).astype(np.int64)
 
 
 @lru_cache(maxsize=256)
