@@ -358,8 +358,9 @@ def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: i
     ap.add_argument("--lora-dropout", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-vision", action="store_true",
-                    help="also train the vision tower (default: frozen; small models trained from scratch "
-                         "need it: their random vision tower is not a pretrained encoder)")
+                    help="also train the vision tower (default: frozen, as a pretrained encoder should be: "
+                         "trained along with a from-scratch language model at its learning rate, the "
+                         "tiny towers lost what vision-pretrain taught them; see docs/training.md)")
     ap.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
 
 

@@ -146,6 +146,75 @@ def _score(visual, heads, batcher: _Batcher, n_images: int) -> dict:
     return res
 
 
+def linear_probe(train_feats: torch.Tensor, train_soft: list[torch.Tensor], val_feats: torch.Tensor,
+                 val_soft: list[torch.Tensor], steps: int = 600, lr: float = 1e-2, seed: int = 0) -> dict:
+    """Fit fresh linear heads on fixed token features and score them on other scenes.
+
+    Answers "is the information still in the tokens the language model reads?" for a tower that
+    later stages trained on (their own heads are gone). Accuracies are against each cell's majority
+    label: `*_fg` over foreground cells, `object_class` / `object_role` over object cells, `hand_role`
+    over hand cells.
+    """
+    torch.manual_seed(seed)
+    heads = TokenHeads(train_feats.shape[-1])
+    opt = torch.optim.Adam(heads.parameters(), lr=lr)
+    for _ in range(steps):
+        losses, _ = _losses(heads, train_feats, train_soft)
+        opt.zero_grad(set_to_none=True)
+        sum(losses).backward()
+        opt.step()
+    with torch.no_grad():
+        _, out = _losses(heads, val_feats, val_soft)
+
+    def acc(pred, target, sel):
+        return round(float((pred[sel] == target[sel]).float().mean()), 4) if bool(sel.any()) else None
+
+    res = {}
+    for name, o, s in zip(("class", "colour", "role"), out, val_soft):
+        target, pred = s.argmax(-1), o.argmax(-1)
+        res[f"{name}_fg"] = acc(pred, target, target != 0)
+        if name == "class":
+            res["object_class"] = acc(pred, target, target >= CLASSES.index(CATEGORIES[0]))
+        if name == "role":
+            res["object_role"] = acc(pred, target, target >= ROLES.index("object held"))
+            res["hand_role"] = acc(pred, target, (target >= 1) & (target < ROLES.index("object held")))
+    return res
+
+
+@torch.no_grad()
+def tower_features(visual, batcher: _Batcher, n_images: int, batch: int = 16):
+    """Merged token features [N, D] and soft targets of n_images fresh scenes (tower in eval mode)."""
+    visual.eval()
+    feats, soft = [], [[], [], []]
+    while batcher.next_index < n_images:
+        px, thw, s = batcher.batch(min(batch, n_images - batcher.next_index))
+        feats.append(_merged_features(visual, px, thw))
+        for k in range(3):
+            soft[k].append(s[k])
+    return torch.cat(feats), [torch.cat(x) for x in soft]
+
+
+def probe_model(model_dir, part: str = "coarse", train_images: int = 320, val_images: int = 64,
+                steps: int = 600, style: str = "default", size: str = "256x192", seed: int = 0) -> dict:
+    """`linear_probe` of the `part` ("coarse" / "response") vision tower of an EARL model dir.
+
+    A LoRA adapter in the dir is ignored: the project's adapters target the language model only.
+    """
+    from earl_ros.model.vlm import load_processor, load_vlm
+    from training.common import manifest_paths
+
+    paths = manifest_paths(model_dir)
+    model = load_vlm(paths[part])
+    proc = load_processor(paths[part])
+    merge = int(model.config.vision_config.spatial_merge_size)
+    visual = model.model.visual
+    tr = tower_features(visual, _Batcher(proc, seed, style, size, merge, "vision"), train_images)
+    va = tower_features(visual, _Batcher(proc, seed, style, size, merge, "vision-val"), val_images)
+    res = linear_probe(*tr, *va, steps=steps, seed=seed)
+    return {"model": str(model_dir), "part": part, "train_images": train_images, "val_images": val_images,
+            **res}
+
+
 def vision_pretrain(args) -> Path:
     from tqdm import tqdm
 

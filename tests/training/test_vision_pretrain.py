@@ -83,3 +83,45 @@ def test_segmenter_eval_scores_gt_boxes(chain, tmp_path):
     for k in ("segmenter_cIoU", "segmenter_mIoU", "filled_box_cIoU", "filled_box_mIoU"):
         assert 0.0 <= r[k] <= 1.0
     assert r["filled_box_cIoU"] > 0.3  # a filled GT box covers most of its own mask
+
+
+def _planted(n: int, seed: int):
+    """Tokens whose soft targets are one-hot cells of random class / colour / role labels."""
+    from training.vision_pretrain import CLASSES, COLOUR_NAMES, ROLES
+
+    g = torch.Generator().manual_seed(seed)
+    labels = [torch.randint(0, len(v), (n,), generator=g) for v in (CLASSES, COLOUR_NAMES, ROLES)]
+    soft = [torch.nn.functional.one_hot(lab, len(v)).float() for lab, v in zip(labels, (CLASSES, COLOUR_NAMES, ROLES))]
+    return soft
+
+
+def test_linear_probe_reads_information_that_is_in_the_tokens():
+    from training.vision_pretrain import linear_probe
+
+    tr, va = _planted(600, 0), _planted(200, 1)
+    feats = lambda soft: torch.cat(soft, -1)  # noqa: E731 - the labels themselves, linearly readable
+    res = linear_probe(feats(tr), tr, feats(va), va, steps=300)
+    assert min(v for v in res.values() if v is not None) == 1.0
+
+
+def test_linear_probe_finds_nothing_in_features_unrelated_to_the_scene():
+    from training.vision_pretrain import linear_probe
+
+    tr, va = _planted(600, 0), _planted(200, 1)
+    g = torch.Generator().manual_seed(2)
+    res = linear_probe(torch.randn(600, 32, generator=g), tr, torch.randn(200, 32, generator=g), va, steps=300)
+    assert res["object_class"] < 0.3 and res["colour_fg"] < 0.3  # chance is 0.1 and 0.08
+
+
+def test_vision_probe_scores_a_model_dirs_tower_and_report_checks_its_arguments(tmp_path, capsys):
+    from earl_ros.model.tiny import build_tiny_model_dir
+    from training.report import main
+
+    m0 = build_tiny_model_dir(tmp_path / "m0", seed=0)
+    from training import vision_pretrain
+
+    res = vision_pretrain.probe_model(m0, "response", train_images=4, val_images=2, steps=2)
+    assert res["part"] == "response" and 0.0 <= res["class_fg"] <= 1.0
+    with pytest.raises(SystemExit):
+        main(["image-reliance", "--model", str(m0)])  # needs --data
+    assert "needs --data" in capsys.readouterr().err
