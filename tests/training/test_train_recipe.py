@@ -95,3 +95,12 @@ def test_recipe_quick_scale(tmp_path):
     pipe = EarlPipeline.from_dir(tmp_path / "m")
     g = pipe.answer(np.zeros((96, 128, 3), np.uint8), "Where is my left hand?")
     assert g.image_size == (96, 128)
+    # both shipped VLMs see with the tower vision-pretrain trained: no later stage changes it
+    import torch
+
+    from earl_ros.model.vlm import load_vlm
+
+    pretrained = load_vlm(run / "vision" / "coarse").model.visual.state_dict()
+    for part in ("coarse", "response"):
+        shipped = load_vlm(tmp_path / "m" / part).model.visual.state_dict()
+        assert all(torch.equal(shipped[k], v) for k, v in pretrained.items()), part
