@@ -374,8 +374,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
             "- **The vision towers keep what `vision-pretrain` taught them** (frozen after it). Fresh linear "
             "heads on the shipped response model's image tokens (`python -m training.report vision-probe "
             "--model models/earl-tiny-synth --part response`) read the category of "
-            f"{100 * probe['object_class']:.0f}% of object cells, the class of {100 * probe['class_fg']:.0f}% "
-            f"of foreground cells and the hand / object role of {100 * probe['role_fg']:.0f}%. The previous "
+            f"{100 * probe['object_class_acc']:.0f}% of object cells, the class of {100 * probe['class_fg_acc']:.0f}% "
+            f"of foreground cells and the hand / object role of {100 * probe['role_fg_acc']:.0f}%. The previous "
             "model (git 037dfaf), whose towers were trained on in both SFT stages at the language model's "
             "learning rate, scored 0%, 5% and 6% (its coarse tower 1%, 45%, 17%): its image tokens had lost the "
             "pretraining, and it named the right object in 12% of object questions, with 78.7% no-target "
@@ -388,7 +388,7 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "stage: hand questions name the right hand nearly every time yet score well below the segmenter's "
         "ground-truth-box ceiling (the boxes, written as text coordinates by a 4-layer model, are rough), and "
         + (f"object questions name the right category {100 * kind_obj:.0f}% of the time"
-           + (f"; the image tokens themselves carry the category of only {100 * probe['object_class']:.0f}% "
+           + (f"; the image tokens themselves carry the category of only {100 * probe['object_class_acc']:.0f}% "
               "of object cells (probe above). " if probe else ". ")
            if kind_obj is not None else "object questions often name the wrong category. ")
         + "Tried with the previous recipe (vision tower trained in SFT) and not adopted (docs/training.md): "

@@ -130,30 +130,43 @@ def _losses(heads, feats, soft):
     return losses, out
 
 
+def token_accuracies(out, soft) -> dict:
+    """Accuracy of head outputs against each cell's majority label: `*_acc` over all cells, `*_fg_acc`
+    over foreground cells, `object_class_acc` / `object_role_acc` over object cells, `hand_role_acc`
+    over hand cells (None where a split has no such cell)."""
+
+    def acc(pred, target, sel):
+        return float((pred[sel] == target[sel]).float().mean()) if bool(sel.any()) else None
+
+    res = {}
+    for name, o, s in zip(("class", "colour", "role"), out, soft):
+        target, pred = s.argmax(-1), o.argmax(-1)
+        res[f"{name}_acc"] = acc(pred, target, torch.ones_like(target, dtype=torch.bool))
+        res[f"{name}_fg_acc"] = acc(pred, target, target != 0)
+        if name == "class":
+            res["object_class_acc"] = acc(pred, target, target >= CLASSES.index(CATEGORIES[0]))
+        if name == "role":
+            res["object_role_acc"] = acc(pred, target, target >= ROLES.index("object held"))
+            res["hand_role_acc"] = acc(pred, target, (target >= 1) & (target < ROLES.index("object held")))
+    return res
+
+
 @torch.no_grad()
 def _score(visual, heads, batcher: _Batcher, n_images: int) -> dict:
-    """Token accuracy of each head against the cell's majority label, on fresh scenes."""
+    """token_accuracies of the pretraining heads on fresh scenes."""
     visual.eval()
     px, thw, soft = batcher.batch(n_images)
     _, out = _losses(heads, _merged_features(visual, px, thw), soft)
-    res = {}
-    for name, o, s in zip(("class", "colour", "role"), out, soft):
-        target = s.argmax(-1)
-        fg = target != 0
-        res[f"{name}_acc"] = float((o.argmax(-1) == target).float().mean())
-        res[f"{name}_fg_acc"] = float((o.argmax(-1)[fg] == target[fg]).float().mean()) if fg.any() else None
     visual.train()
-    return res
+    return token_accuracies(out, soft)
 
 
 def linear_probe(train_feats: torch.Tensor, train_soft: list[torch.Tensor], val_feats: torch.Tensor,
                  val_soft: list[torch.Tensor], steps: int = 600, lr: float = 1e-2, seed: int = 0) -> dict:
-    """Fit fresh linear heads on fixed token features and score them on other scenes.
+    """Fit fresh linear heads on fixed token features and score them (token_accuracies) on other scenes.
 
     Answers "is the information still in the tokens the language model reads?" for a tower that
-    later stages trained on (their own heads are gone). Accuracies are against each cell's majority
-    label: `*_fg` over foreground cells, `object_class` / `object_role` over object cells, `hand_role`
-    over hand cells.
+    later stages trained on (their own heads are gone).
     """
     torch.manual_seed(seed)
     heads = TokenHeads(train_feats.shape[-1])
@@ -165,20 +178,7 @@ def linear_probe(train_feats: torch.Tensor, train_soft: list[torch.Tensor], val_
         opt.step()
     with torch.no_grad():
         _, out = _losses(heads, val_feats, val_soft)
-
-    def acc(pred, target, sel):
-        return round(float((pred[sel] == target[sel]).float().mean()), 4) if bool(sel.any()) else None
-
-    res = {}
-    for name, o, s in zip(("class", "colour", "role"), out, val_soft):
-        target, pred = s.argmax(-1), o.argmax(-1)
-        res[f"{name}_fg"] = acc(pred, target, target != 0)
-        if name == "class":
-            res["object_class"] = acc(pred, target, target >= CLASSES.index(CATEGORIES[0]))
-        if name == "role":
-            res["object_role"] = acc(pred, target, target >= ROLES.index("object held"))
-            res["hand_role"] = acc(pred, target, (target >= 1) & (target < ROLES.index("object held")))
-    return res
+    return token_accuracies(out, val_soft)
 
 
 @torch.no_grad()

@@ -110,7 +110,7 @@ def test_linear_probe_finds_nothing_in_features_unrelated_to_the_scene():
     tr, va = _planted(600, 0), _planted(200, 1)
     g = torch.Generator().manual_seed(2)
     res = linear_probe(torch.randn(600, 32, generator=g), tr, torch.randn(200, 32, generator=g), va, steps=300)
-    assert res["object_class"] < 0.3 and res["colour_fg"] < 0.3  # chance is 0.1 and 0.08
+    assert res["object_class_acc"] < 0.3 and res["colour_fg_acc"] < 0.3  # chance is 0.1 and 0.08
 
 
 def test_vision_probe_scores_a_model_dirs_tower_and_report_checks_its_arguments(tmp_path, capsys):
@@ -121,7 +121,7 @@ def test_vision_probe_scores_a_model_dirs_tower_and_report_checks_its_arguments(
     from training import vision_pretrain
 
     res = vision_pretrain.probe_model(m0, "response", train_images=4, val_images=2, steps=2)
-    assert res["part"] == "response" and 0.0 <= res["class_fg"] <= 1.0
+    assert res["part"] == "response" and 0.0 <= res["class_fg_acc"] <= 1.0
     with pytest.raises(SystemExit):
         main(["image-reliance", "--model", str(m0)])  # needs --data
     assert "needs --data" in capsys.readouterr().err
