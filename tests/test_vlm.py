@@ -196,3 +196,30 @@ def test_min_max_pixels_override(manifest):
     proc = load_processor(manifest.response.path, max_pixels=56 * 56)
     (ih, iw), _ = model_frame(proc, (480, 640))
     assert ih * iw <= 56 * 56
+
+
+@pytest.mark.parametrize("full, far_patch_reaches_first_token", [(False, False), (True, True)])
+def test_tiny_vision_full_attention_lets_the_first_block_see_the_whole_frame(full, far_patch_reaches_first_token):
+    """With Qwen2.5-VL's windowed layout the first block of a tiny tower sees a 2 x 2-token window, so
+    a patch in the opposite corner cannot change the top-left token there; with full attention it can."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from earl_ros.model.tiny import build_tokenizer, tiny_vl_config
+
+    torch.manual_seed(0)
+    config = tiny_vl_config(build_tokenizer(None, vocab_size=300), 32, 1, 32, 2, vision_full_attention=full)
+    assert config.vision_config.fullatt_block_indexes == ([0, 1] if full else [1])
+    visual = Qwen2_5_VLForConditionalGeneration(config).eval().model.visual
+    grid = torch.tensor([[1, 8, 8]])  # 8 x 8 patches = 4 x 4 merged tokens, raster order of 2 x 2 groups
+    px = torch.randn(64, 3 * 2 * 14 * 14)
+    moved = px.clone()
+    moved[-4:] += 5.0  # the bottom-right merged token's four patches
+    first = {}
+    hook = visual.blocks[0].register_forward_hook(lambda m, i, o: first.__setitem__("out", o))
+    with torch.no_grad():
+        visual(px, grid_thw=grid)
+        a = first["out"][:4].clone()  # the top-left window's patches (window 0 comes first either way)
+        visual(moved, grid_thw=grid)
+        b = first["out"][:4]
+    hook.remove()
+    assert (not torch.allclose(a, b, atol=1e-6)) == far_patch_reaches_first_token

@@ -107,8 +107,15 @@ def build_tokenizer(extra_texts: Iterable[str] | None = None, vocab_size: int = 
     return fast
 
 
-def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2, vision_hidden: int = 32, vision_depth: int = 2):
-    """A small Qwen2.5-VL config whose special-token ids match the tiny tokenizer."""
+def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2, vision_hidden: int = 32, vision_depth: int = 2,
+                   vision_full_attention: bool = False):
+    """A small Qwen2.5-VL config whose special-token ids match the tiny tokenizer.
+
+    vision_full_attention: every vision block attends over the whole image (Qwen2.5-VL's own layout,
+    kept by default, has windowed blocks and only the last one global). At tiny-model frame sizes a
+    window is 2 x 2 image tokens, smaller than most objects, and global attention over ~250 patches
+    costs next to nothing on a CPU.
+    """
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -140,7 +147,7 @@ def tiny_vl_config(tokenizer, text_hidden: int, num_layers: int = 2, vision_hidd
             spatial_merge_size=2,
             temporal_patch_size=2,
             window_size=56,
-            fullatt_block_indexes=[vision_depth - 1],
+            fullatt_block_indexes=list(range(vision_depth)) if vision_full_attention else [vision_depth - 1],
             out_hidden_size=text_hidden,
         ),
         image_token_id=ids["<|image_pad|>"],
@@ -158,7 +165,7 @@ TINY_MAX_PIXELS = 224 * 224
 
 
 def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_layers: int = 2,
-                   vision_hidden: int = 32, vision_depth: int = 2) -> Path:
+                   vision_hidden: int = 32, vision_depth: int = 2, vision_full_attention: bool = False) -> Path:
     """Random-weight Qwen2.5-VL + processor saved in HF format at out_dir."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
@@ -167,7 +174,7 @@ def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_la
     from .vlm import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = tiny_vl_config(tokenizer, text_hidden, num_layers, vision_hidden, vision_depth)
+    config = tiny_vl_config(tokenizer, text_hidden, num_layers, vision_hidden, vision_depth, vision_full_attention)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig(
@@ -207,6 +214,7 @@ def build_tiny_model_dir(
     num_layers: int = 2,
     vision_hidden: int = 32,
     vision_depth: int = 2,
+    vision_full_attention: bool = False,
     segmenter_init: str = "random",
 ) -> Path:
     """Write a complete tiny model directory (earl.yaml + parts) to out_dir and return its path.
@@ -216,7 +224,7 @@ def build_tiny_model_dir(
     vocab_size caps the BPE vocabulary (the model's embedding table has exactly len(tokenizer) rows).
     coarse_hidden / response_hidden / num_layers size the two language models (hidden sizes must be
     multiples of 8 and >= 32: 4 attention heads, three M-RoPE sections); vision_hidden / vision_depth
-    size both vision towers (hidden a multiple of 16); the defaults keep a CPU forward in milliseconds.
+    size both vision towers (hidden a multiple of 16; vision_full_attention: see tiny_vl_config); the defaults keep a CPU forward in milliseconds.
     segmenter_init "random" (default: box-dependent masks from the start, what tests want) or "train"
     (transformers' initialisation, the better start for `training segmenter-ft`).
     """
@@ -242,8 +250,9 @@ def build_tiny_model_dir(
             raise ValueError(f"tiny hidden sizes must be multiples of 8 and >= 32, got {h}")
     if vision_hidden % 16 or vision_depth < 1:
         raise ValueError(f"vision_hidden must be a multiple of 16 and vision_depth >= 1, got {vision_hidden}, {vision_depth}")
-    build_tiny_vlm(out / "coarse", tokenizer, coarse_hidden, seed, num_layers, vision_hidden, vision_depth)
-    build_tiny_vlm(out / "response", tokenizer, response_hidden, seed + 1, num_layers, vision_hidden, vision_depth)
+    vision = dict(vision_hidden=vision_hidden, vision_depth=vision_depth, vision_full_attention=vision_full_attention)
+    build_tiny_vlm(out / "coarse", tokenizer, coarse_hidden, seed, num_layers, **vision)
+    build_tiny_vlm(out / "response", tokenizer, response_hidden, seed + 1, num_layers, **vision)
     torch.manual_seed(seed + 2)
     AFS(AFSConfig(in_dim=coarse_hidden, out_dim=response_hidden, hidden=64)).save_pretrained(out / "afs")
     _build_segmenter(out / "sam", seed + 3, segmenter, segmenter_init)
@@ -275,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-layers", type=int, default=2)
     ap.add_argument("--vision-hidden", type=int, default=32)
     ap.add_argument("--vision-depth", type=int, default=2)
+    ap.add_argument("--vision-full-attention", action="store_true",
+                    help="global attention in every vision block (default: windowed, last block global)")
     ap.add_argument("--extra-texts", help="optional text file, one line per corpus entry for the tokenizer")
     args = ap.parse_args(argv)
     extra = None
@@ -283,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     out = build_tiny_model_dir(args.out, seed=args.seed, segmenter=args.segmenter, extra_texts=extra,
                                vocab_size=args.vocab_size, coarse_hidden=args.coarse_hidden,
                                response_hidden=args.response_hidden, num_layers=args.num_layers,
-                               vision_hidden=args.vision_hidden, vision_depth=args.vision_depth)
+                               vision_hidden=args.vision_hidden, vision_depth=args.vision_depth,
+                               vision_full_attention=args.vision_full_attention)
     print(json.dumps({"model_dir": str(out), "segmenter": args.segmenter, "seed": args.seed}))
     return 0
 
