@@ -406,7 +406,7 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "response tokenizer (`sft-response --split-digits`: its SFT stage scored val cIoU 34.15 vs 30.84, "
         "but GRPO did not improve on it, 33.77); none retried with the current towers yet. Next: a larger "
         "language model and more response SFT than 2 CPU cores allow in this recipe's time (1.5 epochs), "
-        + "and a GRPO stage that moves the policy further from its SFT start without losing what SFT "
+        "and a GRPO stage that moves the policy further from its SFT start without losing what SFT "
         "learnt (at lr 3e-4 it scored below SFT on `val`, at 1e-4 level with it; docs/training.md).")
     findings = "\n".join(findings)
     n_met = sum("(met)" in t for t in targets)

@@ -224,7 +224,8 @@ def build_tiny_model_dir(
     vocab_size caps the BPE vocabulary (the model's embedding table has exactly len(tokenizer) rows).
     coarse_hidden / response_hidden / num_layers size the two language models (hidden sizes must be
     multiples of 8 and >= 32: 4 attention heads, three M-RoPE sections); vision_hidden / vision_depth
-    size both vision towers (hidden a multiple of 16; vision_full_attention: see tiny_vl_config); the defaults keep a CPU forward in milliseconds.
+    size both vision towers (hidden a multiple of 16; vision_full_attention: see tiny_vl_config); the
+    defaults keep a CPU forward in milliseconds.
     segmenter_init "random" (default: box-dependent masks from the start, what tests want) or "train"
     (transformers' initialisation, the better start for `training segmenter-ft`).
     """
