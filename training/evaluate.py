@@ -38,7 +38,7 @@ def format_table(summary: dict) -> str:
 
 def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None, image_limit: int | None = None,
              device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False,
-             box_refine: int | None = None) -> dict:
+             box_refine: int | None = None, coordinates: str | None = None) -> dict:
     from tqdm import tqdm
 
     from earl_ros.model.pipeline import EarlPipeline
@@ -50,6 +50,8 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     pipe = EarlPipeline.from_dir(model_dir, device=device)
     if box_refine is not None:
         pipe.box_refine = box_refine
+    if coordinates is not None:
+        pipe.response.coordinates = coordinates
     ds = IRGBench(data_root, split, limit=limit, image_limit=image_limit)
     by_image: dict[str, list] = {}
     for s in ds.samples:
@@ -73,6 +75,7 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
             parse_ok.append(float(p.ok))
             per_sample.append({"image_id": iid, "query": s.query, "gt": s.entities, "pred": g.entities,
                                "status": g.parse_status, "iou": acc.scores[-1].giou,
+                               "inter": acc.scores[-1].inter, "union": acc.scores[-1].union,
                                "gt_boxes": masks_to_boxes(gt_masks).tolist() if s.entities else [],
                                "pred_boxes": [[float(v) for v in b] for b in g.boxes]})
     out = acc.summary()
@@ -81,6 +84,7 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     out["model"], out["data"], out["split"] = str(model_dir), str(data_root), split
     out["segmenter"] = segmenter
     out["box_refine"] = pipe.box_refine
+    out["coordinates"] = pipe.response.coordinates
     out["samples"] = per_sample
     return out
 
@@ -122,7 +126,8 @@ def with_box_refine(result: dict, model_dir, data_root, box_refine: int) -> dict
     count (answers, boxes and text metrics are the same; IoU metrics and per-sample IoUs are redrawn)."""
     scores = _rescore(result, model_dir, data_root, (box_refine,))[box_refine]
     out = {**result, **aggregate(scores), "box_refine": box_refine}
-    out["samples"] = [{**rec, "iou": sc.giou} for rec, sc in zip(result["samples"], scores)]
+    out["samples"] = [{**rec, "iou": sc.giou, "inter": sc.inter, "union": sc.union}
+                      for rec, sc in zip(result["samples"], scores)]
     return out
 
 
@@ -137,7 +142,7 @@ def _answer(entities, parsed) -> str:
 def run_eval(args) -> dict:
     res = evaluate(args.model, args.data, args.split, limit=args.limit, image_limit=args.image_limit,
                    device=args.device, segmenter=args.segmenter, progress=not args.quiet,
-                   no_descriptor=args.no_descriptor, box_refine=args.box_refine)
+                   no_descriptor=args.no_descriptor, box_refine=args.box_refine, coordinates=args.coordinates)
     print(format_table(res))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ def _strip_paths(obj):
 
 
 def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | None = None,
-                     box_refine: int | None = None) -> Path:
+                     box_refine: int | None = None, coordinates: str | None = None) -> Path:
     from earl_ros.model.manifest import Manifest, write_manifest
     from training.common import read_manifest_raw
 
@@ -70,7 +70,8 @@ def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | 
         "name": name or raw.get("name", out.name),
         "prompt_version": m.prompt_version,
         "coarse": {"path": "coarse", "pooling": m.coarse.pooling, "lora": None},
-        "response": {"path": "response", "lora": None, "afs": "afs", "afs_alpha": float(m.response.afs_alpha)},
+        "response": {"path": "response", "lora": None, "afs": "afs", "afs_alpha": float(m.response.afs_alpha),
+                     "coordinates": m.response.coordinates if coordinates is None else coordinates},
         "segmenter": {"type": m.segmenter.type, "path": "sam", "decoder_onnx": None,
                       "box_refine": int(m.segmenter.box_refine if box_refine is None else box_refine)},
         "limits": dict(m.limits),

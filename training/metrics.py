@@ -153,6 +153,37 @@ _LEXNAMES = (
 WORDNET_SYSTEM_DIR = Path(os.environ.get("EARL_WORDNET_DIR", "/usr/share/wordnet"))
 
 
+def paired_ciou_bootstrap(a: Sequence[dict], b: Sequence[dict], rounds: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> dict[str, float]:
+    """cIoU(a) - cIoU(b) for two evaluations of the same questions, with a bootstrap interval.
+
+    Images are resampled with replacement (their questions share the scene, so the image is the
+    unit) and both models are scored on the same draw, which is what makes the comparison paired.
+    Inputs are `evaluate`'s per-sample records with `image_id`, `inter` and `union`.
+    """
+    def per_image(records):
+        acc: dict[str, list[float]] = {}
+        for r in records:
+            iu = acc.setdefault(r["image_id"], [0.0, 0.0])
+            iu[0] += r["inter"]
+            iu[1] += r["union"]
+        return acc
+
+    ia, ib = per_image(a), per_image(b)
+    if set(ia) != set(ib):
+        raise ValueError("paired_ciou_bootstrap: the two evaluations cover different images")
+    ids = sorted(ia)
+    A, B = np.array([ia[i] for i in ids]), np.array([ib[i] for i in ids])  # [images, 2] (inter, union)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ids), size=(rounds, len(ids)))
+    sa, sb = A[draws].sum(1), B[draws].sum(1)  # [rounds, 2]
+    diffs = sa[:, 0] / np.maximum(sa[:, 1], 1e-9) - sb[:, 0] / np.maximum(sb[:, 1], 1e-9)
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    diff = A[:, 0].sum() / max(A[:, 1].sum(), 1e-9) - B[:, 0].sum() / max(B[:, 1].sum(), 1e-9)
+    return {"diff": float(diff), "lo": float(lo), "hi": float(hi), "level": level, "images": len(ids),
+            "rounds": rounds, "share_a_better": float(np.mean(diffs > 0))}
+
+
 def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text.lower())
 

@@ -15,8 +15,9 @@ reproducible by hand, see the printed commands and OUT/recipe.json):
   5. two lanes at once: sft-response (AFS) -> grpo, and the same with zero descriptors (the
      no-descriptor ablation: same data, steps and hyper-parameters); `--no-ablation` skips it
   6. select           evaluate SFT-only and SFT + GRPO on the validation split (seed 0 val, not the
-                      held-out test seeds); the one with the higher cIoU is exported, with the
-                      segmenter.box_refine count (0-5) that scores best on the same answers
+                      held-out test seeds), each with every candidate response.coordinates decoding
+                      (greedy / mean) and every segmenter.box_refine count (0-5, same answers, only
+                      the segmenter reruns); the best combination is exported
   7. export           self-contained model dir (LoRA merged, relative paths) -> --model-out
 
 Held-out evaluation data (other seeds, other styles) is generated separately by
@@ -52,7 +53,7 @@ TINY_SYNTH = {
              "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 1e-4, "afs_lr": 3e-5,
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
              "segmenter": "model", "save_every": 50},
-    "select": {"val_images": 50, "box_refine_rounds": [0, 1, 2, 3, 4, 5]},
+    "select": {"val_images": 50, "box_refine_rounds": [0, 1, 2, 3, 4, 5], "coordinates": ["greedy", "mean"]},
 }
 
 QUICK = {
@@ -250,24 +251,43 @@ class Recipe:
         stage_dirs = {"sft": o / "sft", "grpo": o / "grpo" / "final"}
 
         def select():
+            from earl_ros.model.coordinates import CoordinateDecodingError
             from training.evaluate import evaluate, refine_sweep
 
-            scores, results = {}, {}
+            modes = list(c["select"].get("coordinates") or ["greedy"])
+            results = {}  # (stage, coordinates) -> val result
             for name, d in stage_dirs.items():
-                r = results[name] = evaluate(d, data, "val", image_limit=c["select"]["val_images"], progress=False,
-                                             box_refine=0)
-                scores[name] = {"cIoU": r["cIoU"], "no_target_acc": r["no_target_acc"], "n": r["n"]}
-                print(f"[recipe] val {name}: cIoU {100 * r['cIoU']:.2f} no-target {100 * r['no_target_acc']:.1f}%",
-                      flush=True)
-            best = max(scores, key=lambda k: (scores[k]["cIoU"], k == "grpo"))
-            # box_refine on the same validation answers (only the segmenter runs again); ties keep fewer rounds
-            sweep = refine_sweep(results[best], stage_dirs[best], data, rounds=c["select"]["box_refine_rounds"])
-            refine = max(sweep, key=lambda k: (round(sweep[k]["cIoU"], 4), -k))
-            for k, r in sweep.items():
-                print(f"[recipe] val {best} box_refine {k}: cIoU {100 * r['cIoU']:.2f}", flush=True)
-            sel_file.write_text(json.dumps({"scores": scores, "selected": best, "box_refine": refine,
-                                            "box_refine_val_cIoU": {k: r["cIoU"] for k, r in sweep.items()}},
-                                           indent=1))
+                for mode in modes:
+                    try:
+                        r = results[name, mode] = evaluate(d, data, "val", image_limit=c["select"]["val_images"],
+                                                           progress=False, box_refine=0, coordinates=mode)
+                    except CoordinateDecodingError as e:  # e.g. a tokenizer that spells numbers by digit
+                        print(f"[recipe] val {name} coordinates {mode}: not available ({e.message})", flush=True)
+                        continue
+                    print(f"[recipe] val {name} coordinates {mode}: cIoU {100 * r['cIoU']:.2f} "
+                          f"no-target {100 * r['no_target_acc']:.1f}%", flush=True)
+            # Every candidate is scored as it would ship: at its best box_refine count on the same
+            # validation answers (only the segmenter runs again, seconds per candidate). Ties go to
+            # GRPO (the full method), the earlier-listed (simpler) decoding, then fewer rounds.
+            rounds = c["select"]["box_refine_rounds"]
+            sweeps = {k: refine_sweep(r, stage_dirs[k[0]], data, rounds=rounds) for k, r in results.items()}
+            refines = {k: max(sw, key=lambda n: (round(sw[n]["cIoU"], 4), -n)) for k, sw in sweeps.items()}
+            for (name, m), sw in sweeps.items():
+                print(f"[recipe] val {name} coordinates {m} by box_refine: "
+                      + ", ".join(f"{n}: {100 * v['cIoU']:.2f}" for n, v in sw.items()), flush=True)
+            best, mode = max(results, key=lambda k: (round(sweeps[k][refines[k]]["cIoU"], 4), k[0] == "grpo",
+                                                     -modes.index(k[1])))
+            refine = refines[best, mode]
+            scores = {name: {"cIoU": sweeps[name, m][refines[name, m]]["cIoU"], "box_refine": refines[name, m],
+                             "no_target_acc": r["no_target_acc"], "n": r["n"]}
+                      for (name, m), r in results.items() if m == mode}
+            sel_file.write_text(json.dumps({
+                "scores": scores, "selected": best, "coordinates": mode, "box_refine": refine,
+                "coordinates_val_cIoU": {name: {m: r["cIoU"] for (n, m), r in results.items() if n == name}
+                                         for name in stage_dirs},
+                "box_refine_val_cIoU": {k: r["cIoU"] for k, r in sweeps[best, mode].items()},
+                "val_cIoU": {name: {m: {k: r["cIoU"] for k, r in sw.items()} for (n, m), sw in sweeps.items()
+                                    if n == name} for name in stage_dirs}}, indent=1))
         self.stage("select", sel_file, fn=select)
         if self.model_out is not None:
             def export():
@@ -276,6 +296,7 @@ class Recipe:
                 sel = json.loads(sel_file.read_text())
                 best = sel["selected"]
                 export_model_dir(stage_dirs[best], self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
+                                 coordinates=sel.get("coordinates", "greedy"),
                                  extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
                                         "stage_seconds": dict(self.times)})
             self.stage("export", Path("/nonexistent-always-run"), fn=export)

@@ -8,7 +8,7 @@ share checkpoints). Example (docs/CONTRACTS.md):
     name: earl-tiny
     prompt_version: earl-prompt-v1
     coarse:    {path: coarse, pooling: mean}          # HF Qwen2.5-VL dir (+ processor); optional lora
-    response:  {path: response, lora: null, afs: afs, afs_alpha: 1.0}
+    response:  {path: response, lora: null, afs: afs, afs_alpha: 1.0, coordinates: greedy}  # coordinates: optional
     segmenter: {type: sam, path: sam, decoder_onnx: null, box_refine: 0}   # box_refine: optional
     limits:    {max_image_side: 1280, max_query_tokens: 64, max_new_tokens: 96}
 
@@ -31,6 +31,7 @@ MANIFEST_NAME = "earl.yaml"
 FORMAT = "earl-model/1"
 POOLINGS = ("mean", "last")
 SEGMENTER_TYPES = ("sam", "sam2")
+COORDINATE_DECODINGS = ("greedy", "mean", "median")  # response.coordinates (coordinates.py)
 MAX_BOX_REFINE = 5  # segmenter.box_refine: at most this many re-prompts per box
 
 
@@ -55,6 +56,7 @@ class StageSpec:
     pooling: str = "mean"  # coarse only
     afs: Path | None = None  # response only
     afs_alpha: float = 1.0  # response only
+    coordinates: str = "greedy"  # response only: how box coordinates are decoded (coordinates.py)
 
 
 @dataclass
@@ -149,7 +151,11 @@ class Manifest:
             lora=path_of(r, "lora", "response", required=False),
             afs=path_of(r, "afs", "response", required=True),
             afs_alpha=float(r.get("afs_alpha", 1.0)),
+            coordinates=r.get("coordinates", "greedy"),
         )
+        if response.coordinates not in COORDINATE_DECODINGS:
+            raise ModelDirError(f"{mf}: response.coordinates must be one of {COORDINATE_DECODINGS}, "
+                                f"got {response.coordinates!r}")
         for d, f in ((response.path, "config.json"), (response.afs, "config.json"), (response.afs, "model.safetensors")):
             if not (d / f).is_file():
                 raise ModelDirError(f"{d / f} is missing (named by {MANIFEST_NAME} in {root})")

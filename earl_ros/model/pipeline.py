@@ -60,7 +60,7 @@ class EarlPipeline:
         response = ResponseModel.from_pretrained(
             m.response.path, m.response.afs, lora_path=m.response.lora, device=device, dtype=dtype,
             afs_alpha=m.response.afs_alpha, max_query_tokens=lim["max_query_tokens"],
-            max_new_tokens=lim["max_new_tokens"],
+            max_new_tokens=lim["max_new_tokens"], coordinates=m.response.coordinates,
         )
         segmenter = Segmenter.from_pretrained(m.segmenter.path, backend=mask_backend, device=device,
                                               decoder_path=m.segmenter.decoder_onnx, providers=providers)

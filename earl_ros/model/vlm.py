@@ -37,7 +37,8 @@ What training (training/, GRPO and SFT) uses, all on `ResponseModel` unless said
         `completion_mask` over the full sequence (1 on completion tokens incl. the end-of-turn token).
     .sft_loss(batch) -> scalar loss (teacher forcing with AFS injection).
     .generate(batch, num_return_sequences=G, max_new_tokens, do_sample, temperature, top_p)
-        (GRPO: do_sample=True, temperature=1.0; greedy with G > 1 returns G copies)
+        (GRPO: do_sample=True, temperature=1.0; greedy with G > 1 returns G copies; greedy decoding
+        reads box coordinates as `.coordinates` says: 'greedy', 'mean' or 'median', see coordinates.py)
         -> Generation(completion_ids [B*G, C], completion_mask [B*G, C], texts); row i*G + j is sample
         j of prompt i (the order `generate` uses).
     .sequence_logprobs(batch, completion_ids, completion_mask, disable_adapter=False)
@@ -500,7 +501,7 @@ class ResponseModel(_VLMStage):
     """Query answering with AFS-injected interaction descriptor."""
 
     def __init__(self, model, processor, afs, device="cpu", afs_alpha: float = 1.0, max_query_tokens: int = 64,
-                 max_new_tokens: int = 96):
+                 max_new_tokens: int = 96, coordinates: str = "greedy"):
         from .afs import AFSInjector
 
         super().__init__(model, processor, device)
@@ -515,11 +516,29 @@ class ResponseModel(_VLMStage):
         self.injector.attach(self.model)
         self.max_query_tokens = int(max_query_tokens)
         self.max_new_tokens = int(max_new_tokens)
+        self._coordinate_processor = None
+        self.coordinates = coordinates
+
+    @property
+    def coordinates(self) -> str:
+        """How greedy answers decode box coordinates: 'greedy', 'mean' or 'median' (coordinates.py)."""
+        return self._coordinates
+
+    @coordinates.setter
+    def coordinates(self, mode: str) -> None:
+        from .coordinates import COORDINATE_DECODINGS, NumberTokenDecoding
+
+        if mode not in COORDINATE_DECODINGS:
+            raise ValueError(f"coordinates must be one of {COORDINATE_DECODINGS}, got {mode!r}")
+        # built here, not per call: the vocabulary scan runs once and a tokenizer that cannot
+        # support the mode fails at load time
+        self._coordinate_processor = None if mode == "greedy" else NumberTokenDecoding(self.tokenizer, mode)
+        self._coordinates = mode
 
     @classmethod
     def from_pretrained(cls, path, afs_path, lora_path=None, device="cpu", dtype=None, afs_alpha: float = 1.0,
                         max_query_tokens: int = 64, max_new_tokens: int = 96, min_pixels=None,
-                        max_pixels=None, is_trainable: bool = False) -> "ResponseModel":
+                        max_pixels=None, is_trainable: bool = False, coordinates: str = "greedy") -> "ResponseModel":
         from .afs import AFS
 
         model = load_vlm(path, device, dtype)
@@ -531,7 +550,7 @@ class ResponseModel(_VLMStage):
                 model.eval()
         afs = AFS.from_pretrained(afs_path, device=device)
         return cls(model, load_processor(path, min_pixels, max_pixels), afs, device, afs_alpha,
-                   max_query_tokens, max_new_tokens)
+                   max_query_tokens, max_new_tokens, coordinates)
 
     @property
     def descriptor_dim(self) -> int:
@@ -620,6 +639,10 @@ class ResponseModel(_VLMStage):
         )
         if do_sample:
             gen_kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+        elif self._coordinate_processor is not None:
+            from transformers import LogitsProcessorList
+
+            gen_kwargs["logits_processor"] = LogitsProcessorList([self._coordinate_processor])
         with self.injector.use(batch.descriptors):
             out = self.model.generate(**batch.inputs, **gen_kwargs)
         comp = out[:, batch.prompt_len:].repeat_interleave(repeat_after, 0)

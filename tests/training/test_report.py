@@ -38,3 +38,31 @@ def test_query_kinds_split_by_what_the_query_is_about():
     k = query_kinds(res)
     assert k["hand"] == {"n": 1, "names_right": 1.0, "mean_iou": 0.8}
     assert k["object"]["names_right"] == 0.0 and k["hands + objects"]["n"] == 1 and k["no target"]["n"] == 1
+
+
+def test_left_edge_zero_counts_the_template_left_boundary():
+    from training.report import left_edge_zero
+
+    res = _samples(lambda b: [0, b[1], b[2], b[3]])  # every box starts at the frame edge
+    share, median_gt = left_edge_zero(res)
+    gts = [r["gt_boxes"][0][0] for r in res["samples"] if r["gt"] == ["the left hand"]]
+    assert share == 1.0 and median_gt == float(np.median(gts))
+    assert left_edge_zero(_samples(lambda b: [b[0] + 1, b[1], b[2], b[3]]))[0] == 0.0
+    assert left_edge_zero({"samples": []}) is None
+
+
+def test_a_cached_eval_is_reused_only_for_the_same_coordinate_decoding(tmp_path):
+    import json
+
+    from training.report import _seed_cache
+
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "final_test.json").write_text(json.dumps({"coordinates": "mean", "cIoU": 0.5}))
+    _seed_cache(tmp_path, "final", "final_greedy", "test", "greedy")
+    assert not (ev / "final_greedy_test.json").exists()  # mean answers cannot stand in for greedy ones
+    _seed_cache(tmp_path, "final", "final_norefine", "test", "mean")
+    assert json.loads((ev / "final_norefine_test.json").read_text())["cIoU"] == 0.5
+    (ev / "final_norefine_test.json").write_text(json.dumps({"coordinates": "mean", "cIoU": 0.4}))
+    _seed_cache(tmp_path, "final", "final_norefine", "test", "mean")  # already decoded that way: kept
+    assert json.loads((ev / "final_norefine_test.json").read_text())["cIoU"] == 0.4

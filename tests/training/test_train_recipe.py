@@ -92,6 +92,11 @@ def test_recipe_quick_scale(tmp_path):
     best = max(sel["box_refine_val_cIoU"].values())
     assert round(sel["box_refine_val_cIoU"][str(sel["box_refine"])], 4) == round(best, 4)  # the best count on val ...
     assert raw["segmenter"]["box_refine"] == sel["box_refine"]  # ... is the exported model's
+    # the exported (stage, coordinate decoding, box_refine) is the best cell of the whole validation grid
+    grid = {(st, m, k): v for st, ms in sel["val_cIoU"].items() for m, ks in ms.items() for k, v in ks.items()}
+    assert {st for st, _, _ in grid} == {"sft", "grpo"} and {m for _, m, _ in grid} <= {"greedy", "mean"}
+    assert round(grid[sel["selected"], sel["coordinates"], str(sel["box_refine"])], 4) == round(max(grid.values()), 4)
+    assert raw["response"]["coordinates"] == sel["coordinates"]
     pipe = EarlPipeline.from_dir(tmp_path / "m")
     g = pipe.answer(np.zeros((96, 128, 3), np.uint8), "Where is my left hand?")
     assert g.image_size == (96, 128)
