@@ -25,6 +25,7 @@ bench: setup
 	$(PY) bench/mask_decoder.py
 	$(PY) bench/ros_pipeline.py
 	$(PY) bench/train_step.py
+	$(PY) bench/sft_step.py
 
 clean:
 	rm -rf build out .pytest_cache

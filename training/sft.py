@@ -58,6 +58,15 @@ def response_target(sample, frame) -> str:
     return format_response(sample.entities, [tuple(int(v) for v in b) for b in boxes])
 
 
+def _vision_cache(args, model):
+    """A FrozenVisionCache when the tower is frozen and caching is on (training/vision_cache.py)."""
+    if getattr(args, "train_vision", False) or not getattr(args, "vision_cache", True):
+        return None
+    from training.vision_cache import FrozenVisionCache
+
+    return FrozenVisionCache(model)
+
+
 def _usable(samples):
     return [s for s in samples if s.no_target or s.valid_boxes]
 
@@ -128,10 +137,12 @@ def sft_coarse(args) -> Path:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     log = JsonlLogger(Path(args.out) / "sft_coarse_log.jsonl")
+    cache = _vision_cache(args, model)
 
     def step_fn(idx):
         b = cm.prepare([ds.image(ids[i]) for i in idx], [caps[i] for i in idx])
-        return model(**b.inputs, labels=b.labels, use_cache=False).loss
+        inputs = b.inputs if cache is None else cache.inputs(b.inputs, [ids[i] for i in idx])
+        return model(**inputs, labels=b.labels, use_cache=False).loss
 
     batches = _batches(len(ids), args.batch_size, args.epochs, args.seed)
     losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-coarse", progress=not args.quiet,
@@ -297,6 +308,7 @@ def sft_response(args) -> Path:
               f"limits.max_new_tokens goes {paths['limits']['max_new_tokens']} -> {limits['max_new_tokens']}",
               file=sys.stderr)
     log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
+    cache = _vision_cache(args, rm.model)
 
     def step_fn(idx):
         ss = [samples[i] for i in idx]
@@ -305,6 +317,8 @@ def sft_response(args) -> Path:
         targets = [response_target(s, f) for s, f in zip(ss, frames)]
         desc = np.stack([dsrc.get(s.image_id, im) for s, im in zip(ss, imgs)])
         b = rm.prepare(imgs, [s.query for s in ss], desc, completions=targets)
+        if cache is not None:
+            b.inputs = cache.inputs(b.inputs, [s.image_id for s in ss])
         if probe is None:
             return rm.sft_loss(b)
         out = rm.sft_forward(b, output_hidden_states=True)
@@ -362,6 +376,9 @@ def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: i
                          "trained along with a from-scratch language model at its learning rate, the "
                          "tiny towers lost what vision-pretrain taught them; see docs/training.md)")
     ap.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
+    ap.add_argument("--no-vision-cache", dest="vision_cache", action="store_false",
+                    help="run the frozen vision tower on every batch instead of once per image "
+                         "(training/vision_cache.py; the cache holds one feature tensor per training image)")
 
 
 def add_position_probe(ap: argparse.ArgumentParser):
