@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from earl_ros.model.vlm import ResponseModel
     from training.cli import main as cli
     from training.data import IRGBench
-    from training.sft import freeze_vision, response_target
+    from training.sft import freeze_vision, response_sft_batch
     from training.vision_cache import FrozenVisionCache
 
     torch.set_num_threads(args.threads)
@@ -56,15 +56,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     batches = [rng.choice(len(samples), args.batch, replace=False) for _ in range(args.steps)]
 
+    zero = np.zeros(rm.descriptor_dim, np.float32)
+
     def step(idx, cache):
-        ss = [samples[i] for i in idx]
-        imgs = [s.image() for s in ss]
-        targets = [response_target(s, rm.frame_of(im.shape[:2])) for s, im in zip(ss, imgs)]
-        b = rm.prepare(imgs, [s.query for s in ss], np.zeros((len(ss), rm.descriptor_dim), np.float32),
-                       completions=targets)
-        if cache is not None:
-            b.inputs = cache.inputs(b.inputs, [s.image_id for s in ss])
-        loss = rm.sft_loss(b)
+        loss = rm.sft_loss(response_sft_batch(rm, [samples[i] for i in idx], lambda s, im: zero, cache))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -83,7 +83,9 @@ def _eval_args(ap):
     ap.add_argument("--no-descriptor", action="store_true", help="skip stage 1 (zero descriptor)")
     ap.add_argument("--box-refine", type=int, default=None, metavar="N",
                     help="override the manifest's segmenter.box_refine (re-prompts with each mask's own box)")
-    ap.add_argument("--coordinates", choices=("greedy", "mean", "median"), default=None,
+    from earl_ros.model.manifest import COORDINATE_DECODINGS
+
+    ap.add_argument("--coordinates", choices=COORDINATE_DECODINGS, default=None,
                     help="override the manifest's response.coordinates (how box coordinates are decoded; "
                          "earl_ros/model/coordinates.py)")
     ap.add_argument("--quiet", action="store_true")

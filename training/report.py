@@ -324,6 +324,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
     refine = int(man["segmenter"].get("box_refine", 0))
     coords = str(man["response"].get("coordinates", "greedy"))
     coords_flag = f" --coordinates {coords}" if coords != "greedy" else ""
+    greedy_eval = ("python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test "
+                   "--coordinates greedy\n" if coords_flag else "")
     # recipes before the train_vision key always trained the towers in SFT
     vision_note = ("vision tower trained on" if cfg.get("sft_coarse", {}).get("train_vision", True)
                    else "vision tower frozen after pretraining, in every later stage")
@@ -501,7 +503,7 @@ python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/he
 python -m training eval --model runs/tiny-synth/sft --data runs/tiny-synth/heldout --split test --box-refine {refine}{coords_flag}
 python -m training eval --model runs/tiny-synth/grpo_nodesc/final --data runs/tiny-synth/heldout --split test --no-descriptor --box-refine {refine}{coords_flag}
 python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test --box-refine 0
-{('python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test --coordinates greedy' + chr(10)) if coords_flag else ''}python -m training segmenter-eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test
+{greedy_eval}python -m training segmenter-eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test
 python -m training.report image-reliance --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test
 ```
 Each stage is an ordinary `python -m training ...` command; the recipe prints them and stores them

@@ -58,6 +58,18 @@ def response_target(sample, frame) -> str:
     return format_response(sample.entities, [tuple(int(v) for v in b) for b in boxes])
 
 
+def response_sft_batch(rm, samples, descriptor_of, cache=None):
+    """The teacher-forced batch of response SFT: images, GT-box targets in the model frame, descriptors
+    (`descriptor_of(sample, image)`), pixels swapped for cached features when a cache is given."""
+    imgs = [s.image() for s in samples]
+    targets = [response_target(s, rm.frame_of(im.shape[:2])) for s, im in zip(samples, imgs)]
+    desc = np.stack([descriptor_of(s, im) for s, im in zip(samples, imgs)])
+    b = rm.prepare(imgs, [s.query for s in samples], desc, completions=targets)
+    if cache is not None:
+        b.inputs = cache.inputs(b.inputs, [s.image_id for s in samples])
+    return b
+
+
 def _vision_cache(args, model):
     """A FrozenVisionCache when the tower is frozen and caching is on (training/vision_cache.py)."""
     if getattr(args, "train_vision", False) or not getattr(args, "vision_cache", True):
@@ -311,14 +323,7 @@ def sft_response(args) -> Path:
     cache = _vision_cache(args, rm.model)
 
     def step_fn(idx):
-        ss = [samples[i] for i in idx]
-        imgs = [s.image() for s in ss]
-        frames = [rm.frame_of(im.shape[:2]) for im in imgs]
-        targets = [response_target(s, f) for s, f in zip(ss, frames)]
-        desc = np.stack([dsrc.get(s.image_id, im) for s, im in zip(ss, imgs)])
-        b = rm.prepare(imgs, [s.query for s in ss], desc, completions=targets)
-        if cache is not None:
-            b.inputs = cache.inputs(b.inputs, [s.image_id for s in ss])
+        b = response_sft_batch(rm, [samples[i] for i in idx], lambda s, im: dsrc.get(s.image_id, im), cache)
         if probe is None:
             return rm.sft_loss(b)
         out = rm.sft_forward(b, output_hidden_states=True)

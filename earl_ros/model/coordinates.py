@@ -4,7 +4,8 @@ A tokenizer with one token per whole number (the tiny models' BPE: `Ġ167` is on
 coordinate a classification over a few hundred unrelated tokens. Greedy decoding then returns the
 mode of that distribution, and a small model's mode is often a template value: the tiny response
 model wrote x1 = 0 for 68% of left hands (true median 20 px) and its hand boxes came out 25 px too
-wide on average, although most of the probability mass sat near the true edge (docs/training.md). Reading the value the distribution expects keeps the answer format and costs nothing:
+wide on average, although most of the probability mass sat near the true edge (docs/training.md).
+Reading the value the distribution expects keeps the answer format and costs nothing:
 
   greedy   the most likely token (what `generate` does by default);
   mean     the number token nearest the probability-weighted mean value;
@@ -28,6 +29,7 @@ from transformers import LogitsProcessor
 
 from .errors import ModelDirError
 from .manifest import COORDINATE_DECODINGS
+
 _NUMBER = re.compile(r"(\D*?)([0-9]+)")
 # values that must be one token each for expected-value decoding to make sense
 _PROBE_VALUES = (7, 42, 99, 123)
