@@ -91,6 +91,17 @@ def test_residual_on_f_emb():
     torch.testing.assert_close(afs(torch.randn(2, 8), f_emb), f_emb)
 
 
+def test_a_zeroed_output_layer_starts_the_injection_at_nothing_yet_still_learns():
+    torch.manual_seed(2)
+    afs = AFS(AFSConfig(in_dim=8, out_dim=12, hidden=16))
+    afs.zero_output()
+    f_ana, f_emb = torch.randn(3, 8), torch.randn(3, 12)
+    assert torch.equal(afs(f_ana, f_emb) - f_emb, torch.zeros(3, 12))
+    # the output layer gets a gradient from the first step, so the modulation can grow from zero
+    (afs(f_ana, f_emb) * torch.randn(3, 12)).sum().backward()
+    assert afs.fc_out.weight.grad.abs().max() > 0
+
+
 def test_save_load_round_trip(tmp_path):
     afs = AFS(AFSConfig(in_dim=8, out_dim=12, hidden=16))
     afs.save_pretrained(tmp_path / "afs")

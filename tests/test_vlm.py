@@ -168,6 +168,10 @@ def test_prepare_with_completions_builds_labels_on_the_completion_only(response)
         assert response.tokenizer.decode(b.labels[i][b.labels[i] != -100]).startswith(c)
     loss = response.sft_loss(b)
     assert torch.isfinite(loss)
+    with torch.no_grad(), response.injector.use(b.descriptors, completion_mask=b.completion_mask):
+        # the loss over every position's logits (transformers' own causal-LM loss) is the same number
+        full = response.model(**b.inputs, labels=b.labels, use_cache=False).loss
+    assert torch.allclose(loss, full, rtol=1e-5, atol=1e-6)
     loss.backward()
     assert response.afs.fc_out.weight.grad is not None
     response.afs.zero_grad(set_to_none=True)

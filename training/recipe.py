@@ -47,7 +47,7 @@ TINY_SYNTH = {
     "sft_coarse": {"epochs": 4, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
                    "train_vision": False},
     "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
-    "sft_response": {"epochs": 1.5, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
+    "sft_response": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
                      "afs_alpha": 0.5, "train_vision": False},
     "grpo": {"steps": 150, "prompts_per_step": 8, "micro_batch": 8, "num_generations": 4, "temperature": 1.0,
              "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 1e-4, "afs_lr": 3e-5,
@@ -94,21 +94,33 @@ class Recipe:
         self.with_ablation = with_ablation
         self.ablation, self.device, self.workers = ablation, device, workers
         self.times: dict[str, float] = {}
+        self.ran: list[str] = []  # stages this invocation ran (not skipped by --resume)
+        self.finished = False
         self.commands: list[str] = []
         self.t0 = time.perf_counter()
         self.state_file = out / ("recipe.json" if not ablation else f"recipe_{ablation}.json")
+        self.prev: dict = {}
         if resume and self.state_file.exists():
-            prev = json.loads(self.state_file.read_text())
-            self.times = prev.get("stage_seconds", {})
+            self.prev = json.loads(self.state_file.read_text())
+            self.times = self.prev.get("stage_seconds", {})
 
     def _save(self):
         self.out.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({"config": self.cfg, "stage_seconds": self.times,
-                                               "total_seconds": sum(self.times.values()),
-                                               # stages in parallel lanes overlap: the wall clock of this
-                                               # invocation is what a user waits
-                                               "wall_seconds": round(time.perf_counter() - self.t0, 1),
-                                               "commands": self.commands}, indent=1))
+        # Stages in parallel lanes overlap: the wall clock of an invocation is what a user waits. A
+        # --resume invocation records its own wall clock and the stages it ran under `resumed`; after a
+        # finished run, `wall_seconds` stays that run's (what the whole recipe took), after an
+        # interrupted one the two add up.
+        wall = round(time.perf_counter() - self.t0, 1)
+        state = {"config": self.cfg, "stage_seconds": self.times, "total_seconds": sum(self.times.values()),
+                 "wall_seconds": wall, "commands": self.commands, "finished": self.finished}
+        if self.prev.get("wall_seconds") is not None:
+            done_before = self.prev.get("finished", True)
+            state["wall_seconds"] = round(self.prev["wall_seconds"] + (0 if done_before else wall), 1)
+            state["finished"] = self.finished or done_before
+            state["resumed"] = [*self.prev.get("resumed", []), {"wall_seconds": wall, "stages": self.ran}]
+            if "wall_note" in self.prev:
+                state["wall_note"] = self.prev["wall_note"]
+        self.state_file.write_text(json.dumps(state, indent=1))
 
     def stage(self, name: str, done: Path, argv: list[str] | None = None, fn=None):
         cmd = "python -m training " + " ".join(argv) if argv else f"({name})"
@@ -127,6 +139,7 @@ class Recipe:
         else:
             fn()
         self.times[name] = round(time.perf_counter() - t, 1)
+        self.ran.append(name)
         print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
         self._save()
 
@@ -158,6 +171,7 @@ class Recipe:
                         failed.append(f"{name} (exit {rc}, see {log})")
                         return
                     self.times[name] = round(time.perf_counter() - t, 1)
+                    self.ran.append(name)
                     self._save()
                 print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
 
@@ -300,6 +314,8 @@ class Recipe:
                                  extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
                                         "stage_seconds": dict(self.times)})
             self.stage("export", Path("/nonexistent-always-run"), fn=export)
+        self.finished = True
+        self._save()
         total = sum(self.times.values())
         print(f"[recipe] finished: {json.dumps(self.times)} total {total:.0f} s", flush=True)
         return self.model_out or (o / "grpo" / "final")

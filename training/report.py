@@ -302,6 +302,32 @@ def _dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+def _grpo_vs_sft(sel_scores: dict, grpo_test: dict, sft_test: dict) -> str:
+    """The GRPO-vs-SFT clause of the findings, from the numbers of this card (it has flipped between runs)."""
+    def side(a, b):
+        if not a or not b or "cIoU" not in a or "cIoU" not in b:
+            return None
+        d = 100 * (a["cIoU"] - b["cIoU"])
+        return "edges SFT" if 0 < d < 1 else "beats SFT" if d >= 1 else "falls below SFT" if d < 0 else "ties SFT"
+    val = side(sel_scores.get("grpo"), sel_scores.get("sft"))
+    test = side(grpo_test, sft_test)
+    parts = [f"{v} on `{n}`" for v, n in ((val, "val"), (test, "test")) if v]
+    return " and ".join(parts) if parts else "it has not been compared with SFT in this card"
+
+
+def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
+    """Where the two arms differ: naming the right entities or drawing them (per query kind)."""
+    both = [k for k in afs_kinds if k in nodesc_kinds]
+    if not both:
+        return ""
+    a, n = afs_kinds, nodesc_kinds
+    return ("- **AFS vs no descriptor, by query kind** (`test`; right entities / mean IoU, shipped model vs the "
+            "no-descriptor arm's same stage): "
+            + "; ".join(f"{k}: {100 * a[k]['names_right']:.0f}% / {a[k]['mean_iou']:.2f} vs "
+                        f"{100 * n[k]['names_right']:.0f}% / {n[k]['mean_iou']:.2f}" for k in both)
+            + ". More runs of both arms (other seeds, AFS init, descriptor dropout): docs/training.md.")
+
+
 def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe: dict, ablation: dict | None) -> str:
     import yaml
 
@@ -335,6 +361,9 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         abl_rows.append(("shipped model, box coordinates decoded greedily (most likely number token)",
                          R.get("final_greedy_test")))
     stage_lines = "\n".join(f"| {k} | {v / 60:.1f} |" for k, v in times.items())
+    resumed = "".join(f"\nResumed with `--resume` after it: {_minutes(r['wall_seconds'])} minutes, reran "
+                      f"{', '.join(r['stages']) or 'nothing'} (their rows above are from that run)."
+                      for r in recipe.get("resumed", []))
     seg_desc = ("SAM 2 architecture (4-stage Hiera, 16..128 wide, high-resolution features into the mask "
                 "decoder) at 256 px" if man["segmenter"]["type"] == "sam2" else "SAM architecture, 2-layer 64-wide ViT at 256 px")
     if R.get("nodesc_grpo_test") or R.get("nodesc_sft_test"):
@@ -374,6 +403,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         findings.append("- **Where the errors are** (shipped model, `test`, by query kind): " + "; ".join(
             f"{k}: {v['n']} queries, right entities {100 * v['names_right']:.0f}%, mean IoU {v['mean_iou']:.2f}"
             for k, v in kinds.items()) + ".")
+    if nd:
+        findings.append(_afs_by_kind(kinds, query_kinds(nd)))
     fit = box_fit(ft)
     if fit:
         best = {k: max(v[m]["corr"] for m in ("cy", "w", "h")) for k, v in fit.items()}
@@ -475,11 +506,11 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "GRPO for 450 steps instead of 150 (val cIoU 29.63 vs 32.72), and one token per digit in the "
         "response tokenizer (`sft-response --split-digits`: its SFT stage scored val cIoU 34.15 vs 30.84, "
         "but GRPO did not improve on it, 33.77); none retried with the current towers yet. Next: a larger "
-        "language model and more response SFT than 2 CPU cores allow in this recipe's time (1.5 epochs), "
+        "language model (response SFT went from 1.5 to 3 epochs, the most 2 CPU cores allow in this recipe's time), "
         "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
-        "little (KL to the SFT start < 0.01), edges SFT on `val` and falls below it on `test` (Targets); at "
+        f"little (KL to the SFT start < 0.01); {_grpo_vs_sft(sel_scores, gt_, sft)} (Targets); at "
         "lr 3e-4 it does worse on `val` (docs/training.md).")
-    findings = "\n".join(findings)
+    findings = "\n".join(f for f in findings if f)
     n_met = sum(t.endswith("(met)") or "(met;" in t for t in targets)
     targets_line = ("It meets the issue's quality targets." if n_met == len(targets) else
                     f"It meets {n_met} of the issue's {len(targets)} quality targets (see \"Targets\" and \"Findings\").")
@@ -517,7 +548,7 @@ less than their sum:
 {stage_lines}
 | sum of stages | {tot_min:.1f} |
 | **wall clock** | **{_minutes(recipe.get('wall_seconds'))}** |
-{("" if not recipe.get("wall_note") else chr(10) + "Note: " + recipe["wall_note"] + "." + chr(10))}
+{resumed}{("" if not recipe.get("wall_note") else chr(10) + "Note: " + recipe["wall_note"] + "." + chr(10))}
 
 ## Data
 

@@ -276,6 +276,9 @@ def longest_target_tokens(rm, samples, probe: int = 256) -> int:
 def sft_response(args) -> Path:
     from earl_ros.model.vlm import ResponseModel
 
+    drop = float(getattr(args, "descriptor_dropout", 0.0))
+    if not 0.0 <= drop <= 1.0:
+        raise SystemExit(f"--descriptor-dropout {drop}: a share of the training samples, between 0 and 1")
     seed_everything(args.seed)
     torch_threads(args.threads)
     paths = manifest_paths(args.model)
@@ -289,6 +292,8 @@ def sft_response(args) -> Path:
     suppress_special_tokens(rm)
     alpha = paths["afs_alpha"] if args.afs_alpha is None else float(args.afs_alpha)
     rm.injector.alpha = alpha
+    if getattr(args, "afs_init", "keep") == "zero":
+        rm.afs.zero_output()
     ds = IRGBench(args.data, args.split, image_limit=args.limit)
     samples = _usable(ds.samples)
     dsrc = make_descriptor_source(args, paths, rm.descriptor_dim, args.device)
@@ -322,8 +327,15 @@ def sft_response(args) -> Path:
     log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
     cache = _vision_cache(args, rm.model)
 
+    drop_rng = np.random.default_rng(args.seed + 7919)  # its own stream: batch order and init stay as without
+    zeros = np.zeros(rm.descriptor_dim, np.float32)
+
+    def descriptor_of(s, im):
+        d = dsrc.get(s.image_id, im)
+        return zeros if drop > 0 and drop_rng.random() < drop else d
+
     def step_fn(idx):
-        b = response_sft_batch(rm, [samples[i] for i in idx], lambda s, im: dsrc.get(s.image_id, im), cache)
+        b = response_sft_batch(rm, [samples[i] for i in idx], descriptor_of, cache)
         if probe is None:
             return rm.sft_loss(b)
         out = rm.sft_forward(b, output_hidden_states=True)
@@ -399,6 +411,19 @@ def add_split_digits(ap: argparse.ArgumentParser):
     ap.add_argument("--split-digits", action="store_true",
                     help="write numbers one digit per token in the response tokenizer before training (saved "
                          "with the model, so inference reads the same); see split_digit_tokens")
+
+
+def add_afs_init(ap: argparse.ArgumentParser):
+    ap.add_argument("--afs-init", choices=("keep", "zero"), default="keep",
+                    help="keep: train the input model's AFS as it is (the authors' random init in a fresh tiny "
+                         "model); zero: zero the AFS output layer first, so the injection starts at exactly "
+                         "nothing and the response model starts as the no-descriptor one (AFS.zero_output)")
+
+
+def add_descriptor_dropout(ap: argparse.ArgumentParser):
+    ap.add_argument("--descriptor-dropout", type=float, default=0.0,
+                    help="share of training samples whose descriptor is zeroed (AFS injection off for them), so "
+                         "the model must also answer from the image alone; 0 = off (experimental, docs/training.md)")
 
 
 def add_afs_alpha(ap: argparse.ArgumentParser):

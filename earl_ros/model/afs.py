@@ -122,6 +122,19 @@ class AFS(nn.Module):
         self.norm_in.reset_parameters()
         self.norm_out.reset_parameters()
 
+    def zero_output(self) -> None:
+        """Zero the output Linear, so AFS(F_ana, F_emb) = F_emb and the injected modulation is exactly 0.
+
+        With the authors' init the first modulation of a tiny response model is about 4x the norm of its
+        token embeddings (0.92 vs 0.23 at hidden 128), nearly the same vector for every frame: training
+        starts from text embeddings drowned in a shared offset. Zeroed, the response model starts as the
+        no-descriptor model and the AFS grows only as far as the descriptor lowers the loss (the output
+        weights still get gradients: d loss / d W_out = delta-gradient x LayerNorm output, non-zero).
+        """
+        with torch.no_grad():
+            self.fc_out.weight.zero_()
+            self.fc_out.bias.zero_()
+
     def forward(self, f_ana: torch.Tensor, f_emb: torch.Tensor) -> torch.Tensor:
         b = f_ana.shape[0]
         s = self.config.side

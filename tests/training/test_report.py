@@ -66,3 +66,29 @@ def test_a_cached_eval_is_reused_only_for_the_same_coordinate_decoding(tmp_path)
     (ev / "final_norefine_test.json").write_text(json.dumps({"coordinates": "mean", "cIoU": 0.4}))
     _seed_cache(tmp_path, "final", "final_norefine", "test", "mean")  # already decoded that way: kept
     assert json.loads((ev / "final_norefine_test.json").read_text())["cIoU"] == 0.4
+
+
+def test_the_grpo_vs_sft_finding_follows_the_measured_validation_and_test_scores():
+    from training.report import _grpo_vs_sft
+
+    val = {"grpo": {"cIoU": 0.5581}, "sft": {"cIoU": 0.5594}}
+    assert _grpo_vs_sft(val, {"cIoU": 0.60}, {"cIoU": 0.58}) == "falls below SFT on `val` and beats SFT on `test`"
+    assert _grpo_vs_sft({"grpo": {"cIoU": 0.534}, "sft": {"cIoU": 0.531}}, {"cIoU": 0.50}, {"cIoU": 0.51}) == (
+        "edges SFT on `val` and falls below SFT on `test`")
+
+
+def test_the_grpo_vs_sft_finding_says_so_when_nothing_was_compared():
+    from training.report import _grpo_vs_sft
+
+    assert _grpo_vs_sft({}, {}, {}) == "it has not been compared with SFT in this card"
+    assert _grpo_vs_sft({}, {"cIoU": 0.5}, {"cIoU": 0.5}) == "ties SFT on `test`"
+
+
+def test_the_afs_finding_puts_both_arms_side_by_side_for_each_query_kind_they_share():
+    from training.report import _afs_by_kind
+
+    afs = {"hand": {"n": 10, "names_right": 1.0, "mean_iou": 0.68}, "object": {"n": 5, "names_right": 0.4, "mean_iou": 0.35}}
+    nodesc = {"hand": {"n": 10, "names_right": 1.0, "mean_iou": 0.72}}
+    line = _afs_by_kind(afs, nodesc)
+    assert "hand: 100% / 0.68 vs 100% / 0.72" in line and "object" not in line
+    assert _afs_by_kind(afs, {}) == ""  # nothing to compare: no finding

@@ -109,3 +109,11 @@ def test_recipe_quick_scale(tmp_path):
     for part in ("coarse", "response"):
         shipped = load_vlm(tmp_path / "m" / part).model.visual.state_dict()
         assert all(torch.equal(shipped[k], v) for k, v in pretrained.items()), part
+    # --resume reruns only what is missing; the whole run's wall clock stays the recorded one
+    assert rec["finished"] and "resumed" not in rec
+    (run / "selection.json").unlink()
+    assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m"),
+                 "--resume"]) == 0
+    again = json.loads((run / "recipe.json").read_text())
+    assert again["wall_seconds"] == rec["wall_seconds"] and again["finished"]
+    assert [r["stages"] for r in again["resumed"]] == [["select", "export"]]

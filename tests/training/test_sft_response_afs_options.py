@@ -1,0 +1,32 @@
+"""`sft-response --afs-init zero` and `--descriptor-dropout`: how response SFT treats the AFS path."""
+from safetensors.torch import load_file
+
+
+def _fc_out(model_dir):
+    return load_file(model_dir / "afs" / "model.safetensors")["fc_out.weight"]
+
+
+def _sft(cli, chain, out, *extra):
+    cli("sft-response", "--model", chain["m1"], "--data", chain["data"], "--out", out, "--descriptors",
+        chain["desc"], "--epochs", 1, "--batch-size", 8, "--afs-alpha", 0.5, "--quiet", *extra)
+
+
+def test_zero_init_trains_from_a_zeroed_output_layer_and_the_descriptor_path_then_learns(cli, chain, tmp_path):
+    assert _fc_out(chain["m1"]).abs().max() > 0  # the input model's AFS: the authors' random init
+    _sft(cli, chain, tmp_path / "frozen", "--afs-init", "zero", "--lr", 0)  # lr 0: saves the starting point
+    assert _fc_out(tmp_path / "frozen").abs().max() == 0
+    _sft(cli, chain, tmp_path / "trained", "--afs-init", "zero", "--lr", "3e-3")
+    assert _fc_out(tmp_path / "trained").abs().max() > 0
+
+
+def test_keep_is_the_default_and_trains_the_input_models_afs(cli, chain, tmp_path):
+    _sft(cli, chain, tmp_path / "kept", "--lr", 0)
+    assert (_fc_out(tmp_path / "kept") == _fc_out(chain["m1"])).all()
+
+
+def test_dropping_every_descriptor_trains_without_the_afs(cli, chain, tmp_path):
+    # a zero descriptor switches the injection off for its sample, so at dropout 1 the AFS never runs
+    _sft(cli, chain, tmp_path / "dropped", "--descriptor-dropout", 1, "--lr", "3e-3")
+    assert (_fc_out(tmp_path / "dropped") == _fc_out(chain["m1"])).all()
+    _sft(cli, chain, tmp_path / "half", "--descriptor-dropout", 0.5, "--lr", "3e-3")
+    assert not (_fc_out(tmp_path / "half") == _fc_out(chain["m1"])).all()
