@@ -1,9 +1,14 @@
 """`sft-response --afs-init zero` and `--descriptor-dropout`: how response SFT treats the AFS path."""
+from pathlib import Path
+
 from safetensors.torch import load_file
 
 
 def _fc_out(model_dir):
-    return load_file(model_dir / "afs" / "model.safetensors")["fc_out.weight"]
+    """The AFS output weights a model dir's manifest points at (sft-coarse's output names model0's AFS)."""
+    from earl_ros.model.manifest import Manifest
+
+    return load_file(Path(Manifest.load(model_dir).response.afs) / "model.safetensors")["fc_out.weight"]
 
 
 def _sft(cli, chain, out, *extra):
