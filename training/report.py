@@ -403,8 +403,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         findings.append("- **Where the errors are** (shipped model, `test`, by query kind): " + "; ".join(
             f"{k}: {v['n']} queries, right entities {100 * v['names_right']:.0f}%, mean IoU {v['mean_iou']:.2f}"
             for k, v in kinds.items()) + ".")
-    if nd:
-        findings.append(_afs_by_kind(kinds, query_kinds(nd)))
+    if nd and (afs_line := _afs_by_kind(kinds, query_kinds(nd))):
+        findings.append(afs_line)
     fit = box_fit(ft)
     if fit:
         best = {k: max(v[m]["corr"] for m in ("cy", "w", "h")) for k, v in fit.items()}
@@ -510,7 +510,7 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
         f"little (KL to the SFT start < 0.01); {_grpo_vs_sft(sel_scores, gt_, sft)} (Targets); at "
         "lr 3e-4 it does worse on `val` (docs/training.md).")
-    findings = "\n".join(f for f in findings if f)
+    findings = "\n".join(findings)
     n_met = sum(t.endswith("(met)") or "(met;" in t for t in targets)
     targets_line = ("It meets the issue's quality targets." if n_met == len(targets) else
                     f"It meets {n_met} of the issue's {len(targets)} quality targets (see \"Targets\" and \"Findings\").")

@@ -331,8 +331,9 @@ def sft_response(args) -> Path:
     zeros = np.zeros(rm.descriptor_dim, np.float32)
 
     def descriptor_of(s, im):
-        d = dsrc.get(s.image_id, im)
-        return zeros if drop > 0 and drop_rng.random() < drop else d
+        if drop > 0 and drop_rng.random() < drop:
+            return zeros  # before the lookup: a live coarse model would describe the frame for nothing
+        return dsrc.get(s.image_id, im)
 
     def step_fn(idx):
         b = response_sft_batch(rm, [samples[i] for i in idx], descriptor_of, cache)
