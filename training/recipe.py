@@ -48,7 +48,7 @@ TINY_SYNTH = {
                    "train_vision": False},
     "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
     "sft_response": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
-                     "afs_alpha": 0.5, "train_vision": False},
+                     "afs_alpha": 0.5, "afs_init": "zero", "afs_lr": 1e-4, "train_vision": False},
     "grpo": {"steps": 150, "prompts_per_step": 8, "micro_batch": 8, "num_generations": 4, "temperature": 1.0,
              "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 1e-4, "afs_lr": 3e-5,
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,

@@ -8,9 +8,11 @@ After `python -m training recipe tiny-synth` (which also trains the no-descripto
      ablation arms (SFT only; no descriptor SFT+GRPO and SFT only, evaluated with --no-descriptor);
   3. measures the query latency (response generate + segmenter) of the exported model, the
      segmenter's ceiling given ground-truth boxes (`segmenter-eval`) and how much the coarse model
-     looks at the image (`image_reliance`);
+     looks at the image (`image_reliance`) and what its descriptions name (`held_objects`);
   4. writes RUN/eval/quality.json and MODEL_OUT/MODEL_CARD.md.
-Each eval JSON is cached in RUN/eval/ (delete it to recompute).
+Each result is cached in RUN/eval/ with the fingerprint of the weights it was measured on
+(`model_fingerprint`): a stage retrained into the same directory is evaluated again, an unchanged
+one is not (delete a file to force it).
 """
 from __future__ import annotations
 
@@ -45,6 +47,34 @@ def heldout_data(run: Path) -> Path:
     return root
 
 
+def model_fingerprint(model: Path) -> str | None:
+    """Content hash of a model dir's manifest and every weight file it points at. Cached evals carry
+    it, so retraining a stage into the same directory invalidates them instead of being reported
+    with the old model's numbers. None when the dir is not a loadable model dir."""
+    import hashlib
+
+    from earl_ros.model.errors import ModelDirError
+    from earl_ros.model.manifest import Manifest
+
+    try:
+        m = Manifest.load(model)
+    except (ModelDirError, OSError):
+        return None
+    h = hashlib.sha256((Path(model) / "earl.yaml").read_bytes())
+    for d in (m.coarse.path, m.coarse.lora, m.response.path, m.response.lora, m.response.afs, m.segmenter.path):
+        for f in sorted(Path(d).rglob("*.safetensors")) if d is not None and Path(d).is_dir() else []:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_json(path: Path, fingerprint: str | None) -> dict | None:
+    """A cached result, unless it was computed for other weights (or before results carried them)."""
+    if not path.exists():
+        return None
+    cached = json.loads(path.read_text())
+    return cached if isinstance(cached, dict) and cached.get("model_fingerprint") == fingerprint else None
+
+
 def eval_cached(run: Path, tag: str, model: Path, data: Path, split: str, no_descriptor: bool = False,
                 box_refine: int = 0, coordinates: str = "greedy") -> dict | None:
     """Every row is evaluated at the same segmenter.box_refine and response.coordinates (the shipped
@@ -54,7 +84,8 @@ def eval_cached(run: Path, tag: str, model: Path, data: Path, split: str, no_des
     from training.evaluate import evaluate, with_box_refine
 
     out = run / "eval" / f"{tag}_{split}.json"
-    cached = json.loads(out.read_text()) if out.exists() else None
+    fingerprint = model_fingerprint(model)
+    cached = cached_json(out, fingerprint)
     if cached is not None and cached.get("coordinates", "greedy") != coordinates:
         cached = None
     if cached is not None and cached.get("box_refine", 0) == box_refine and all("inter" in r for r in cached["samples"]):
@@ -70,6 +101,7 @@ def eval_cached(run: Path, tag: str, model: Path, data: Path, split: str, no_des
                        coordinates=coordinates)
         res["eval_seconds"] = time.perf_counter() - t
         res["no_descriptor"] = no_descriptor
+    res["model_fingerprint"] = fingerprint
     _explicit(res)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
@@ -80,6 +112,34 @@ def eval_cached(run: Path, tag: str, model: Path, data: Path, split: str, no_des
 
 def _times(n: int) -> str:
     return "once" if n == 1 else f"up to {n} times"
+
+
+def _afs_training(sft_cfg: dict) -> str:
+    """How response SFT trained the AFS, from the recipe configuration (older recipes had no such keys)."""
+    parts = []
+    if sft_cfg.get("afs_init") == "zero":
+        parts.append("AFS output layer zeroed at the start, so SFT starts from the no-descriptor model")
+    if sft_cfg.get("afs_lr") is not None:
+        parts.append(f"AFS learning rate {sft_cfg['afs_lr']:g} vs {sft_cfg.get('lr'):g} for the language model")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _descriptor_content(held: dict, kinds: dict) -> str:
+    """Does stage 1 know which object is in which hand better than the response model does? If not,
+    the descriptor has nothing to add to the response model's own view of the frame."""
+    obj = kinds.get("object")
+    if not held.get("held_objects") or not obj:
+        return ""
+    c, r = held["category_right"], obj["names_right"]
+    verdict = ("more often than the response model names the object in object questions "
+               if c > r + 0.05 else "about as often as the response model names the object in object questions "
+               if c >= r - 0.05 else "less often than the response model names the object in object questions ")
+    return (f"- **What the descriptor can carry.** The coarse model's own description names the category of "
+            f"{100 * c:.0f}% of the objects a hand holds or touches on `test` ({held['held_objects']} objects; "
+            f"category and colour {100 * held['category_and_colour_right']:.0f}%; `python -m training.report "
+            f"held-objects`), {verdict}({100 * r:.0f}%)"
+            + (": both read the same frozen vision tower, so the descriptor tells the response model little it "
+               "cannot see for itself." if c <= r + 0.05 else "."))
 
 
 def _paired(a: dict, b: dict) -> str:
@@ -199,6 +259,71 @@ def image_reliance(model_dir: Path, data: Path, split: str = "test", n: int = 60
     matched, other = nll(imgs), nll(shuffled)
     return {"model": str(model_dir), "split": split, "images": len(ids), "caption_nll_matched": matched,
             "caption_nll_other_image": other, "gap": other - matched}
+
+
+def held_object_pattern():
+    """Matches "<colour> <category> with the <side> hand" in a synthetic caption or a description."""
+    import re
+
+    from training.data.synth import CATEGORIES, COLOURS
+
+    alt = lambda words: "|".join(sorted(map(re.escape, words), key=len, reverse=True))  # noqa: E731
+    return re.compile(rf"\b({alt(COLOURS)}) ({alt(CATEGORIES)}) with the (left|right) hand")
+
+
+def held_objects(model_dir: Path, data: Path, split: str = "test", n: int | None = None) -> dict:
+    """What the descriptor can carry: for each hand the caption says holds or touches an object, does
+    the coarse model's own description name that object's category (and colour) for the same hand?
+    Compared with the response model's object answers, it tells whether stage 1 knows anything the
+    response model does not."""
+    from earl_ros.model.vlm import CoarseModel
+    from training.common import manifest_paths
+    from training.data import IRGBench
+
+    paths = manifest_paths(model_dir)
+    cm = CoarseModel.from_pretrained(paths["coarse"], lora_path=paths["coarse_lora"], pooling=paths["pooling"],
+                                     max_new_tokens=paths["limits"]["coarse_max_new_tokens"])
+    ds = IRGBench(data, split, image_limit=n)
+    pat = held_object_pattern()
+    held = category = both = 0
+    for iid in ds.image_ids:
+        truth = {side: (col, cat) for col, cat, side in pat.findall(ds.captions[iid])}
+        said = {side: (col, cat) for col, cat, side in pat.findall(cm.describe(ds.image(iid)).text)}
+        for side, (col, cat) in truth.items():
+            held += 1
+            category += said.get(side, (None, None))[1] == cat
+            both += said.get(side) == (col, cat)
+    return {"model": str(model_dir), "split": split, "images": len(ds.image_ids), "held_objects": held,
+            "category_right": category / max(held, 1), "category_and_colour_right": both / max(held, 1)}
+
+
+def afs_size(model_dir: Path, data: Path, split: str = "test", n: int = 20) -> dict:
+    """How large the AFS modulation a model adds to every text token is, next to the token embeddings
+    themselves: a modulation several times their size drowns the words in a per-frame offset."""
+    import torch
+
+    from earl_ros.model.pipeline import EarlPipeline
+    from training.data import IRGBench
+
+    pipe = EarlPipeline.from_dir(model_dir)
+    rm = pipe.response
+    ds = IRGBench(data, split, image_limit=n)
+    first_query = {}
+    for smp in ds.samples:
+        first_query.setdefault(smp.image_id, smp.query)
+    norms = []
+    for iid, query in first_query.items():
+        img = ds.image(iid)
+        desc = pipe.describe(img).descriptor
+        rm.logits(img, query, desc)  # the prefill computes F_emb of this prompt
+        f_emb = rm.injector.last_f_emb
+        with torch.no_grad():
+            f_ana = torch.as_tensor(np.asarray(desc, np.float32))[None].to(f_emb.dtype)
+            delta = rm.injector.alpha * (rm.afs(f_ana, f_emb) - f_emb)
+        norms.append(float(delta.norm()))
+    tokens = rm.model.get_input_embeddings().weight.detach().float().norm(dim=1)
+    return {"model": str(model_dir), "split": split, "frames": len(norms), "alpha": rm.injector.alpha,
+            "modulation_norm_mean": float(np.mean(norms)), "token_embedding_norm_mean": float(tokens.mean())}
 
 
 def segmenter_oracle(model_dir: Path, data: Path, split: str) -> dict:
@@ -325,7 +450,7 @@ def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
             "no-descriptor arm's same stage): "
             + "; ".join(f"{k}: {100 * a[k]['names_right']:.0f}% / {a[k]['mean_iou']:.2f} vs "
                         f"{100 * n[k]['names_right']:.0f}% / {n[k]['mean_iou']:.2f}" for k in both)
-            + ". More runs of both arms (other seeds, AFS init, descriptor dropout): docs/training.md.")
+            + ". More runs of both arms (other seeds, AFS init and learning rate, descriptor dropout) and why the AFS arm trails: docs/training.md.")
 
 
 def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe: dict, ablation: dict | None) -> str:
@@ -405,6 +530,9 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
             for k, v in kinds.items()) + ".")
     if nd and (afs_line := _afs_by_kind(kinds, query_kinds(nd))):
         findings.append(afs_line)
+    held_file = run / "eval" / "held_objects.json"
+    if held_file.exists() and (held_line := _descriptor_content(json.loads(held_file.read_text()), kinds)):
+        findings.append(held_line)
     fit = box_fit(ft)
     if fit:
         best = {k: max(v[m]["corr"] for m in ("cy", "w", "h")) for k, v in fit.items()}
@@ -577,7 +705,7 @@ Training: dense vision pretraining of the (random) vision tower on rendered scen
 VLMs; stage-1 SFT of the coarse model ({vision_note});
 descriptors of its own generated descriptions; segmenter fine-tuned with jittered GT boxes (so it
 tolerates rough boxes; at inference re-prompted {_times(refine)} with each mask's own box); box coordinates
-decoded {'greedily' if coords == 'greedy' else f'as the {coords} of the number distribution'}; response SFT with the descriptor injected by AFS; GRPO (G = 4, R_f + R_a + R_g
+decoded {'greedily' if coords == 'greedy' else f'as the {coords} of the number distribution'}; response SFT with the descriptor injected by AFS{_afs_training(cfg.get('sft_response', {}))}; GRPO (G = 4, R_f + R_a + R_g
 with R_g through the fine-tuned segmenter, strict grounding, LoRA r16 + AFS, beta {cfg.get('grpo', {}).get('beta')}). Full
 configuration in `earl.yaml` (`training:`) and `runs/tiny-synth/recipe.json`.
 
@@ -657,26 +785,28 @@ def run_report(run: Path, model_out: Path, skip_latency: bool = False) -> dict:
         results["final_norefine_test"] = norefine
     if greedy:
         results["final_greedy_test"] = greedy
-    lat_file = run / "eval" / "latency.json"
-    if lat_file.exists():
-        latency = json.loads(lat_file.read_text())
-    elif skip_latency:
-        latency = {}
-    else:
-        latency = measure_latency(model_out, data)
-        lat_file.write_text(json.dumps(latency, indent=1))
-    orc_file = run / "eval" / "oracle.json"
-    if not orc_file.exists():
-        orc = {split: segmenter_oracle(model_out, data, split) for split in HELDOUT}
-        orc_file.write_text(json.dumps(orc, indent=1))
-    rel_file = run / "eval" / "image_reliance.json"
-    if not rel_file.exists():
-        rel_file.write_text(json.dumps(image_reliance(model_out, data, "test"), indent=1))
-    probe_file = run / "eval" / "vision_probe.json"
-    if not probe_file.exists():
+    # Diagnostics of the shipped model, each cached with the weights it was measured on.
+    fp = model_fingerprint(model_out)
+
+    def diagnostic(name: str, compute):
+        f = run / "eval" / f"{name}.json"
+        res = cached_json(f, fp)
+        if res is None:
+            res = {**compute(), "model_fingerprint": fp}
+            f.write_text(json.dumps(res, indent=1))
+        return res
+
+    latency = ((cached_json(run / "eval" / "latency.json", fp) or {}) if skip_latency
+               else diagnostic("latency", lambda: measure_latency(model_out, data)))
+    diagnostic("oracle", lambda: {split: segmenter_oracle(model_out, data, split) for split in HELDOUT})
+    diagnostic("image_reliance", lambda: image_reliance(model_out, data, "test"))
+    diagnostic("held_objects", lambda: held_objects(model_out, data, "test"))
+
+    def probe():
         from training.vision_pretrain import probe_model
 
-        probe_file.write_text(json.dumps(probe_model(model_out, "response"), indent=1))
+        return probe_model(model_out, "response")
+    diagnostic("vision_probe", probe)
     recipe = json.loads((run / "recipe.json").read_text()) if (run / "recipe.json").exists() else {}
     if (run / "selection.json").exists():
         recipe["selected"] = json.loads((run / "selection.json").read_text())["selected"]
@@ -698,14 +828,15 @@ def run_report(run: Path, model_out: Path, skip_latency: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.report image-reliance|segmenter-oracle --model M --data D --split S`, or
+    """`python -m training.report image-reliance|held-objects|afs-size|segmenter-oracle --model M --data D
+    --split S`, or
     `python -m training.report vision-probe --model M [--part coarse|response]`."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m training.report", description=main.__doc__)
-    ap.add_argument("what", choices=("image-reliance", "segmenter-oracle", "vision-probe"))
+    ap.add_argument("what", choices=("image-reliance", "held-objects", "afs-size", "segmenter-oracle", "vision-probe"))
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", help="IRGBench-layout data (image-reliance, segmenter-oracle)")
+    ap.add_argument("--data", help="IRGBench-layout data (every check but vision-probe)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--part", choices=("coarse", "response"), default="coarse",
                     help="vision-probe: which VLM's vision tower (fresh scenes, no --data needed)")
@@ -722,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.what} needs --data")
     if args.what == "image-reliance":
         print(json.dumps(image_reliance(Path(args.model), Path(args.data), args.split)))
+    elif args.what == "afs-size":
+        print(json.dumps(afs_size(Path(args.model), Path(args.data), args.split)))
+    elif args.what == "held-objects":
+        print(json.dumps(held_objects(Path(args.model), Path(args.data), args.split)))
     else:
         segmenter_oracle(Path(args.model), Path(args.data), args.split)
     return 0

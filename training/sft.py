@@ -98,8 +98,9 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
                 progress=True, schedule: str = "linear"):
     from tqdm import tqdm
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors, or groups with their own lr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup, schedule))
+    params = [p for g in opt.param_groups for p in g["params"]]
     losses = []
     t_start = time.perf_counter()
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="step")):
@@ -305,7 +306,9 @@ def sft_response(args) -> Path:
     rm.afs.train()
     for p in rm.afs.parameters():
         p.requires_grad_(True)
-    params = [p for p in rm.model.parameters() if p.requires_grad] + list(rm.afs.parameters())
+    params = [p for p in rm.model.parameters() if p.requires_grad]
+    afs_lr = args.lr if getattr(args, "afs_lr", None) is None else float(args.afs_lr)
+    groups = [{"params": params}, {"params": list(rm.afs.parameters()), "lr": afs_lr}]
     probe = None
     if getattr(args, "position_probe", 0.0) > 0:
         from training.position_probe import ImageTokenPositionProbe
@@ -314,7 +317,7 @@ def sft_response(args) -> Path:
             raise SystemExit(f"--position-probe-layer {args.position_probe_layer}: the response language model "
                              f"has layers 1..{rm.num_layers}")
         probe = ImageTokenPositionProbe(rm.hidden_size, args.position_probe_layer)
-        params += list(probe.parameters())
+        groups[0]["params"] += list(probe.parameters())
         merge = int(rm.model.config.vision_config.spatial_merge_size)
     limits = {}
     longest = longest_target_tokens(rm, samples)
@@ -345,7 +348,7 @@ def sft_response(args) -> Path:
         return out.loss + args.position_probe * aux, {"answer_loss": out.loss.detach(), "probe_loss": aux.detach()}
 
     batches = _batches(len(samples), args.batch_size, args.epochs, args.seed)
-    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet,
+    losses = _train_loop(groups, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet,
                          schedule=getattr(args, "lr_schedule", "linear"))
     rm.model.eval()
     rm.afs.eval()
@@ -425,6 +428,13 @@ def add_descriptor_dropout(ap: argparse.ArgumentParser):
     ap.add_argument("--descriptor-dropout", type=float, default=0.0,
                     help="share of training samples whose descriptor is zeroed (AFS injection off for them), so "
                          "the model must also answer from the image alone; 0 = off (experimental, docs/training.md)")
+
+
+def add_afs_lr(ap: argparse.ArgumentParser):
+    ap.add_argument("--afs-lr", type=float, default=None,
+                    help="learning rate of the AFS (default: --lr). With --afs-init zero, a low AFS rate lets the "
+                         "injection grow only where the descriptor consistently lowers the loss, instead of "
+                         "drifting into a large per-frame offset on every text token (docs/training.md)")
 
 
 def add_afs_alpha(ap: argparse.ArgumentParser):

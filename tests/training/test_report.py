@@ -92,3 +92,63 @@ def test_the_afs_finding_puts_both_arms_side_by_side_for_each_query_kind_they_sh
     line = _afs_by_kind(afs, nodesc)
     assert "hand: 100% / 0.68 vs 100% / 0.72" in line and "object" not in line
     assert _afs_by_kind(afs, {}) == ""  # nothing to compare: no finding
+
+
+def test_the_card_says_how_response_sft_trained_the_afs_and_stays_silent_for_older_recipes():
+    from training.report import _afs_training
+
+    line = _afs_training({"lr": 2e-3, "afs_init": "zero", "afs_lr": 1e-4})
+    assert "zeroed at the start" in line and "AFS learning rate 0.0001 vs 0.002" in line
+    assert _afs_training({"lr": 2e-3}) == ""
+
+
+def test_held_objects_are_read_per_hand_from_captions_including_two_word_categories():
+    from training.report import held_object_pattern
+
+    text = ("The camera wearer is holding a red toy car with the left hand and touching a silver scissors "
+            "with the right hand.")
+    assert held_object_pattern().findall(text) == [("red", "toy car", "left"), ("silver", "scissors", "right")]
+    assert held_object_pattern().findall("No hands are visible. There is a orange laptop on the table.") == []
+
+
+def test_the_descriptor_finding_compares_what_stage_1_names_with_the_response_models_object_answers():
+    from training.report import _descriptor_content
+
+    kinds = {"object": {"n": 100, "names_right": 0.47, "mean_iou": 0.4}}
+    same = _descriptor_content({"held_objects": 59, "category_right": 0.44, "category_and_colour_right": 0.36}, kinds)
+    assert "44%" in same and "about as often" in same and "little it cannot see" in same
+    more = _descriptor_content({"held_objects": 59, "category_right": 0.80, "category_and_colour_right": 0.7}, kinds)
+    assert "more often" in more and "little it cannot see" not in more
+    assert _descriptor_content({}, kinds) == "" and _descriptor_content({"held_objects": 3}, {}) == ""
+
+
+def test_a_cached_result_counts_only_for_the_weights_it_was_measured_on(tmp_path):
+    import json
+
+    from training.report import cached_json
+
+    f = tmp_path / "latency.json"
+    f.write_text(json.dumps({"median_ms": 100, "model_fingerprint": "abc"}))
+    assert cached_json(f, "abc")["median_ms"] == 100
+    assert cached_json(f, "def") is None
+    f.write_text(json.dumps({"median_ms": 100}))  # from before results carried the weights they measured
+    assert cached_json(f, "abc") is None
+    assert cached_json(tmp_path / "missing.json", "abc") is None
+
+
+def test_the_model_fingerprint_follows_the_weights_not_the_directory(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from training.report import model_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_fingerprint(copy) == model_fingerprint(tiny_model_dir)
+    afs = copy / "afs" / "model.safetensors"
+    w = load_file(afs)
+    w["fc_out.bias"] = w["fc_out.bias"] + 1.0  # retrained into the same directory
+    save_file(w, afs)
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
+    assert model_fingerprint(tmp_path / "not-a-model") is None

@@ -1,4 +1,4 @@
-"""`sft-response --afs-init zero` and `--descriptor-dropout`: how response SFT treats the AFS path."""
+"""`sft-response --afs-init zero`, `--afs-lr` and `--descriptor-dropout`: how response SFT treats the AFS path."""
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -9,6 +9,17 @@ def _fc_out(model_dir):
     from earl_ros.model.manifest import Manifest
 
     return load_file(Path(Manifest.load(model_dir).response.afs) / "model.safetensors")["fc_out.weight"]
+
+
+def _lm_weights(model_dir):
+    """The response language model's weights (everything but the AFS) a model dir's manifest points at."""
+    from earl_ros.model.manifest import Manifest
+
+    return load_file(Path(Manifest.load(model_dir).response.path) / "model.safetensors")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
 def _sft(cli, chain, out, *extra):
@@ -35,3 +46,13 @@ def test_dropping_every_descriptor_trains_without_the_afs(cli, chain, tmp_path):
     assert (_fc_out(tmp_path / "dropped") == _fc_out(chain["m1"])).all()
     _sft(cli, chain, tmp_path / "half", "--descriptor-dropout", 0.5, "--lr", "3e-3")
     assert not (_fc_out(tmp_path / "half") == _fc_out(chain["m1"])).all()
+
+
+def test_the_afs_learns_at_its_own_rate(cli, chain, tmp_path):
+    _sft(cli, chain, tmp_path / "afs_still", "--lr", "3e-3", "--afs-lr", 0)
+    assert (_fc_out(tmp_path / "afs_still") == _fc_out(chain["m1"])).all()
+    assert not _same(_lm_weights(tmp_path / "afs_still"), _lm_weights(chain["m1"]))
+
+    _sft(cli, chain, tmp_path / "lm_still", "--lr", 0, "--afs-lr", "3e-3")
+    assert not (_fc_out(tmp_path / "lm_still") == _fc_out(chain["m1"])).all()
+    assert _same(_lm_weights(tmp_path / "lm_still"), _lm_weights(chain["m1"]))
