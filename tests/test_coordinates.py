@@ -126,12 +126,11 @@ def test_the_manifest_names_the_decoding_and_rejects_unknown_ones(tmp_path):
 def test_greedy_answers_use_the_decoding_and_sampling_does_not(monkeypatch):
     """The processor runs on every greedy step of a real generate call and never while sampling
     (GRPO explores the model's own distribution)."""
-    import numpy as np
-
     from earl_ros.model.coordinates import NumberTokenDecoding
     from earl_ros.model.manifest import Manifest
     from earl_ros.model.prompts import parse_response
-    from earl_ros.model.vlm import ResponseModel
+    from earl_ros.model.vlm import CoarseModel, ResponseModel
+    from training.data.synth import SynthConfig, _seed_for, render_scene
 
     calls = []
     real_call = NumberTokenDecoding.__call__
@@ -144,13 +143,15 @@ def test_greedy_answers_use_the_decoding_and_sampling_does_not(monkeypatch):
     m = Manifest.load(MODEL)
     rm = ResponseModel.from_pretrained(m.response.path, m.response.afs, afs_alpha=m.response.afs_alpha,
                                        coordinates="median")
-    image = np.full((192, 256, 3), 120, np.uint8)
-    raw = rm.respond(image, "Show me the left hand of the camera wearer.", np.zeros(rm.descriptor_dim, np.float32))
+    # a scene the model was made for, with its own stage-1 descriptor (the model leans on it)
+    image = render_scene(_seed_for(4242, "default", "coordinates", 0), SynthConfig())[0]
+    coarse = CoarseModel.from_pretrained(m.coarse.path, pooling=m.coarse.pooling)
+    descriptor = coarse.describe(image).descriptor
+    raw = rm.respond(image, "Show me the left hand of the camera wearer.", descriptor)
     assert calls, "greedy decoding went through the coordinate processor"
     assert parse_response(raw.texts[0]).ok
     calls.clear()
-    rm.respond(image, "Show me the left hand of the camera wearer.", np.zeros(rm.descriptor_dim, np.float32),
-               do_sample=True, max_new_tokens=8)
+    rm.respond(image, "Show me the left hand of the camera wearer.", descriptor, do_sample=True, max_new_tokens=8)
     assert not calls
     with pytest.raises(ValueError, match="coordinates must be one of"):
         rm.coordinates = "mode"
