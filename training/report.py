@@ -131,15 +131,14 @@ def _descriptor_content(held: dict, kinds: dict) -> str:
     if not held.get("held_objects") or not obj:
         return ""
     c, r = held["category_right"], obj["names_right"]
-    verdict = ("more often than the response model names the object in object questions "
-               if c > r + 0.05 else "about as often as the response model names the object in object questions "
-               if c >= r - 0.05 else "less often than the response model names the object in object questions ")
+    knows_more = c > r + 0.05  # within 5 points is "about as often" on ~60 test frames
+    how_often = "more often than" if knows_more else "about as often as" if c >= r - 0.05 else "less often than"
     return (f"- **What the descriptor can carry.** The coarse model's own description names the category of "
             f"{100 * c:.0f}% of the objects a hand holds or touches on `test` ({held['held_objects']} objects; "
             f"category and colour {100 * held['category_and_colour_right']:.0f}%; `python -m training.report "
-            f"held-objects`), {verdict}({100 * r:.0f}%)"
-            + (": both read the same frozen vision tower, so the descriptor tells the response model little it "
-               "cannot see for itself." if c <= r + 0.05 else "."))
+            f"held-objects`), {how_often} the response model names the object in object questions "
+            f"({100 * r:.0f}%)" + ("." if knows_more else ": both read the same frozen vision tower, so the "
+                                   "descriptor tells the response model little it cannot see for itself."))
 
 
 def _paired(a: dict, b: dict) -> str:
@@ -450,7 +449,8 @@ def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
             "no-descriptor arm's same stage): "
             + "; ".join(f"{k}: {100 * a[k]['names_right']:.0f}% / {a[k]['mean_iou']:.2f} vs "
                         f"{100 * n[k]['names_right']:.0f}% / {n[k]['mean_iou']:.2f}" for k in both)
-            + ". More runs of both arms (other seeds, AFS init and learning rate, descriptor dropout) and why the AFS arm trails: docs/training.md.")
+            + ". More runs of both arms (other seeds, AFS init and learning rate, descriptor dropout) and why "
+              "the AFS arm trails: docs/training.md.")
 
 
 def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe: dict, ablation: dict | None) -> str:
