@@ -130,7 +130,7 @@ _TABLE = {
                        "training.segmenter_ft:segmenter_eval"),
     "sft-response": ("Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",
                      (_sft_args, _response_args, "training.sft:add_afs_alpha", "training.sft:add_afs_init",
-                      "training.sft:add_descriptor_dropout", "training.sft:add_afs_lr",
+                      "training.sft:add_descriptor_dropout", "training.sft:add_descriptor_noise", "training.sft:add_afs_lr",
                       "training.sft:add_position_probe",
                       "training.sft:add_split_digits"), True,
                      ["model", "data", "out"], "training.sft:sft_response"),

@@ -48,7 +48,8 @@ TINY_SYNTH = {
                    "train_vision": False},
     "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
     "sft_response": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
-                     "afs_alpha": 0.5, "afs_init": "zero", "afs_lr": 1e-4, "train_vision": False},
+                     "afs_alpha": 0.5, "afs_init": "zero", "afs_lr": 1e-4, "descriptor_noise": 0.5,
+                     "train_vision": False},
     "grpo": {"steps": 150, "prompts_per_step": 8, "micro_batch": 8, "num_generations": 4, "temperature": 1.0,
              "max_completion_length": 96, "beta": 0.02, "epsilon": 0.2, "lr": 1e-4, "afs_lr": 3e-5,
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
@@ -234,6 +235,10 @@ class Recipe:
             write_manifest(stage1, raw)
         self.stage("stage1", stage1 / "earl.yaml", fn=assemble)
         sft_args = ["--quiet", *_flags(c["sft_response"])]
+        # Descriptor dropout / noise act on the descriptor path only; with zero descriptors they are
+        # no-ops, so the ablation arm runs without them (noise needs stored descriptors to scale by).
+        nodesc_sft_args = ["--quiet", *_flags({k: v for k, v in c["sft_response"].items()
+                                               if k not in ("descriptor_dropout", "descriptor_noise")})]
         main_arm = [("sft-response", o / "sft" / "earl.yaml",
                      ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft"),
                       "--descriptors", str(desc), *sft_args]),
@@ -243,7 +248,7 @@ class Recipe:
         # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
         ablation_arm = [("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
                          ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft_nodesc"),
-                          "--no-descriptor", *sft_args]),
+                          "--no-descriptor", *nodesc_sft_args]),
                         ("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
                          ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
                           "--no-descriptor", "--quiet", *_flags(c["grpo"])])]

@@ -121,6 +121,11 @@ def _afs_training(sft_cfg: dict) -> str:
         parts.append("AFS output layer zeroed at the start, so SFT starts from the no-descriptor model")
     if sft_cfg.get("afs_lr") is not None:
         parts.append(f"AFS learning rate {sft_cfg['afs_lr']:g} vs {sft_cfg.get('lr'):g} for the language model")
+    if sft_cfg.get("descriptor_noise"):
+        parts.append(f"fresh Gaussian noise on every training descriptor, std {sft_cfg['descriptor_noise']:g} x "
+                     "the descriptors' spread, so a descriptor cannot serve as a key to its frame's answers")
+    if sft_cfg.get("descriptor_dropout"):
+        parts.append(f"{100 * sft_cfg['descriptor_dropout']:.0f}% of training samples without a descriptor")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -449,8 +454,8 @@ def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
             "no-descriptor arm's same stage): "
             + "; ".join(f"{k}: {100 * a[k]['names_right']:.0f}% / {a[k]['mean_iou']:.2f} vs "
                         f"{100 * n[k]['names_right']:.0f}% / {n[k]['mean_iou']:.2f}" for k in both)
-            + ". More runs of both arms (other seeds, AFS init and learning rate, descriptor dropout) and why "
-              "the AFS arm trails: docs/training.md.")
+            + ". More runs of both arms (other seeds, AFS init and learning rate, descriptor dropout and noise) "
+              "and why the AFS arm trailed before descriptor noise: docs/training.md.")
 
 
 def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe: dict, ablation: dict | None) -> str:
@@ -488,6 +493,7 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
     stage_lines = "\n".join(f"| {k} | {v / 60:.1f} |" for k, v in times.items())
     resumed = "".join(f"\nResumed with `--resume` after it: {_minutes(r['wall_seconds'])} minutes, reran "
                       f"{', '.join(r['stages']) or 'nothing'} (their rows above are from that run)."
+                      + (f" Note: {r['note']}." if r.get("note") else "")
                       for r in recipe.get("resumed", []))
     seg_desc = ("SAM 2 architecture (4-stage Hiera, 16..128 wide, high-resolution features into the mask "
                 "decoder) at 256 px" if man["segmenter"]["type"] == "sam2" else "SAM architecture, 2-layer 64-wide ViT at 256 px")

@@ -225,6 +225,21 @@ class DescriptorSource:
         return self.cache[image_id]
 
 
+def descriptor_noise_scale(dsrc: DescriptorSource, samples, multiple: float) -> np.ndarray | None:
+    """Per-dimension noise std: `multiple` x the spread of the split's stored descriptors.
+
+    Scaled to the descriptors' own spread so one flag value means the same signal-to-noise ratio
+    for any coarse model; a fresh draw every step keeps a descriptor from serving as a fixed
+    per-frame key the response model can memorise its training answers by."""
+    if multiple <= 0:
+        return None
+    ids = sorted({s.image_id for s in samples if s.image_id in dsrc.table})
+    if len(ids) < 2:
+        raise SystemExit("--descriptor-noise: fewer than 2 of the split's images have a stored descriptor")
+    table = np.stack([dsrc.table[i] for i in ids]).astype(np.float32)
+    return (multiple * table.std(axis=0)).astype(np.float32)
+
+
 def make_descriptor_source(args, paths, dim: int, device: str) -> DescriptorSource:
     if getattr(args, "no_descriptor", False):
         return DescriptorSource(dim, mode="zero")
@@ -280,6 +295,12 @@ def sft_response(args) -> Path:
     drop = float(getattr(args, "descriptor_dropout", 0.0))
     if not 0.0 <= drop <= 1.0:
         raise SystemExit(f"--descriptor-dropout {drop}: a share of the training samples, between 0 and 1")
+    noise = float(getattr(args, "descriptor_noise", 0.0))
+    if noise < 0:
+        raise SystemExit(f"--descriptor-noise {noise}: a multiple of the descriptors' per-dimension spread, >= 0")
+    if noise > 0 and (getattr(args, "no_descriptor", False) or not getattr(args, "descriptors", None)):
+        raise SystemExit("--descriptor-noise needs --descriptors FILE: its scale is the spread of the stored "
+                         "training descriptors")
     seed_everything(args.seed)
     torch_threads(args.threads)
     paths = manifest_paths(args.model)
@@ -333,10 +354,16 @@ def sft_response(args) -> Path:
     drop_rng = np.random.default_rng(args.seed + 7919)  # its own stream: batch order and init stay as without
     zeros = np.zeros(rm.descriptor_dim, np.float32)
 
+    noise_std = descriptor_noise_scale(dsrc, samples, noise)
+    noise_rng = np.random.default_rng(args.seed + 104729)
+
     def descriptor_of(s, im):
         if drop > 0 and drop_rng.random() < drop:
             return zeros  # before the lookup: a live coarse model would describe the frame for nothing
-        return dsrc.get(s.image_id, im)
+        d = dsrc.get(s.image_id, im)
+        if noise_std is not None:
+            d = d + noise_rng.standard_normal(d.shape[0]).astype(np.float32) * noise_std
+        return d
 
     def step_fn(idx):
         b = response_sft_batch(rm, [samples[i] for i in idx], descriptor_of, cache)
@@ -428,6 +455,14 @@ def add_descriptor_dropout(ap: argparse.ArgumentParser):
     ap.add_argument("--descriptor-dropout", type=float, default=0.0,
                     help="share of training samples whose descriptor is zeroed (AFS injection off for them), so "
                          "the model must also answer from the image alone; 0 = off (experimental, docs/training.md)")
+
+
+def add_descriptor_noise(ap: argparse.ArgumentParser):
+    ap.add_argument("--descriptor-noise", type=float, default=0.0,
+                    help="Gaussian noise added to each training descriptor, fresh every step, with a per-dimension "
+                         "std of this multiple of the stored training descriptors' spread (needs --descriptors); "
+                         "0 = off. The recipe uses 0.5: without it the AFS model leaned on the descriptor as a key "
+                         "to its training frames and trailed the no-descriptor arm (docs/training.md)")
 
 
 def add_afs_lr(ap: argparse.ArgumentParser):

@@ -99,6 +99,9 @@ def test_the_card_says_how_response_sft_trained_the_afs_and_stays_silent_for_old
 
     line = _afs_training({"lr": 2e-3, "afs_init": "zero", "afs_lr": 1e-4})
     assert "zeroed at the start" in line and "AFS learning rate 0.0001 vs 0.002" in line
+    assert "noise" not in line and "without a descriptor" not in line
+    noisy = _afs_training({"lr": 2e-3, "descriptor_noise": 0.5, "descriptor_dropout": 0.25})
+    assert "std 0.5 x the descriptors' spread" in noisy and "25% of training samples without" in noisy
     assert _afs_training({"lr": 2e-3}) == ""
 
 

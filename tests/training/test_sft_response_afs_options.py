@@ -56,3 +56,27 @@ def test_the_afs_learns_at_its_own_rate(cli, chain, tmp_path):
     _sft(cli, chain, tmp_path / "lm_still", "--lr", 0, "--afs-lr", "3e-3")
     assert not (_fc_out(tmp_path / "lm_still") == _fc_out(chain["m1"])).all()
     assert _same(_lm_weights(tmp_path / "lm_still"), _lm_weights(chain["m1"]))
+
+
+def test_descriptor_noise_is_scaled_to_the_spread_of_the_splits_stored_descriptors():
+    import numpy as np
+
+    from training.sft import DescriptorSource, descriptor_noise_scale
+
+    src = DescriptorSource(2)
+    src.table = {"a": np.array([0.0, 10.0], np.float32), "b": np.array([2.0, 10.0], np.float32),
+                 "other_split": np.array([100.0, -100.0], np.float32)}
+    samples = [type("S", (), {"image_id": i})() for i in ("a", "b", "a")]
+    assert descriptor_noise_scale(src, samples, 0.0) is None
+    np.testing.assert_allclose(descriptor_noise_scale(src, samples, 0.5), [0.5, 0.0])  # std of {0, 2} is 1
+
+
+def test_descriptor_noise_changes_what_the_afs_learns_and_needs_stored_descriptors(cli, chain, tmp_path):
+    import pytest
+
+    _sft(cli, chain, tmp_path / "clean", "--afs-lr", "3e-3", "--lr", 0)
+    _sft(cli, chain, tmp_path / "noisy", "--afs-lr", "3e-3", "--lr", 0, "--descriptor-noise", 1)
+    assert not (_fc_out(tmp_path / "clean") == _fc_out(tmp_path / "noisy")).all()
+    with pytest.raises(SystemExit, match="--descriptor-noise needs --descriptors"):
+        cli("sft-response", "--model", chain["m1"], "--data", chain["data"], "--out", tmp_path / "x",
+            "--no-descriptor", "--descriptor-noise", 1, "--epochs", 1, "--quiet")
