@@ -209,6 +209,14 @@ def _prefill_delta(rm, batch, **gen):
     return out[:, -1] - embed.weight[ids[:, -1]].detach()  # [rows, D]
 
 
+def test_last_delta_is_what_the_prefill_added_to_each_text_token(response):
+    rm = response
+    batch = rm.prepare([_image(0), _image(1)], [QUERY, QUERY], np.stack([_descriptor(rm, 5), _descriptor(rm, 6)]))
+    added = _prefill_delta(rm, batch)  # [2, D]
+    torch.testing.assert_close(rm.injector.last_delta.to(added.dtype), added, rtol=1e-5, atol=1e-5)
+    assert (added[0] - added[1]).abs().max() > 1e-4
+
+
 def test_num_return_sequences_repeats_each_prompts_descriptor(response):
     rm = response
     imgs, qs = [_image(0), _image(1)], [QUERY, QUERY]

@@ -304,8 +304,6 @@ def held_objects(model_dir: Path, data: Path, split: str = "test", n: int | None
 def afs_size(model_dir: Path, data: Path, split: str = "test", n: int = 20) -> dict:
     """How large the AFS modulation a model adds to every text token is, next to the token embeddings
     themselves: a modulation several times their size drowns the words in a per-frame offset."""
-    import torch
-
     from earl_ros.model.pipeline import EarlPipeline
     from training.data import IRGBench
 
@@ -319,12 +317,8 @@ def afs_size(model_dir: Path, data: Path, split: str = "test", n: int = 20) -> d
     for iid, query in first_query.items():
         img = ds.image(iid)
         desc = pipe.describe(img).descriptor
-        rm.logits(img, query, desc)  # the prefill computes F_emb of this prompt
-        f_emb = rm.injector.last_f_emb
-        with torch.no_grad():
-            f_ana = torch.as_tensor(np.asarray(desc, np.float32))[None].to(f_emb.dtype)
-            delta = rm.injector.alpha * (rm.afs(f_ana, f_emb) - f_emb)
-        norms.append(float(delta.norm()))
+        rm.logits(img, query, desc)  # the prefill computes this prompt's modulation
+        norms.append(float(rm.injector.last_delta.norm()))
     tokens = rm.model.get_input_embeddings().weight.detach().float().norm(dim=1)
     return {"model": str(model_dir), "split": split, "frames": len(norms), "alpha": rm.injector.alpha,
             "modulation_norm_mean": float(np.mean(norms)), "token_embedding_norm_mean": float(tokens.mean())}

@@ -220,6 +220,7 @@ class AFSInjector:
         self._call_attention_mask: torch.Tensor | None = None
         self._call_cache_len = 0
         self.last_f_emb: torch.Tensor | None = None  # for inspection/tests
+        self.last_delta: torch.Tensor | None = None  # [B, Dllm] of the last prefill, for diagnostics
 
     # ---- wiring ----
     def attach(self, model: nn.Module) -> "AFSInjector":
@@ -289,6 +290,7 @@ class AFSInjector:
         text_mask = self._non_image_mask(ids)  # [B, S] bool
         if self._call_cache_len == 0 or self._delta is None:
             self._delta = self._compute_delta(ids, output, text_mask)
+            self.last_delta = self._delta.detach()
         delta = self._delta
         if delta.shape[0] != ids.shape[0]:
             raise RuntimeError(
