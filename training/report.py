@@ -452,6 +452,19 @@ def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
               "and why the AFS arm trailed before descriptor noise: docs/training.md.")
 
 
+def ablation_run_line(times: dict, ablation: dict | None) -> str:
+    """The card's line on how long the no-descriptor arm took when the second command
+    (`recipe tiny-synth --ablation no-descriptor`) trained it; empty when it trained beside the AFS
+    arm in the recipe run itself (its stages are then rows of the stage table)."""
+    abl_times = (ablation or {}).get("stage_seconds", {})
+    if "sft-response-nodesc" in times or not abl_times:
+        return ""
+    return ("\nThe no-descriptor arm, trained afterwards by `--ablation no-descriptor` (2 threads, one stage at a "
+            "time): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in abl_times.items())
+            + f" minutes; wall clock {_minutes(ablation.get('wall_seconds'))} minutes."
+            + (f" Note: {ablation['wall_note']}." if ablation.get("wall_note") else "") + "\n")
+
+
 def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe: dict, ablation: dict | None) -> str:
     import yaml
 
@@ -491,17 +504,22 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
                       for r in recipe.get("resumed", []))
     seg_desc = ("SAM 2 architecture (4-stage Hiera, 16..128 wide, high-resolution features into the mask "
                 "decoder) at 256 px" if man["segmenter"]["type"] == "sam2" else "SAM architecture, 2-layer 64-wide ViT at 256 px")
+    # Recipes before 2026-11-27 trained the no-descriptor arm beside the AFS arm in the same run.
+    both_arms = "sft-response-nodesc" in times
     if R.get("nodesc_grpo_test") or R.get("nodesc_sft_test"):
-        abl_note = ("\nThe no-descriptor arm (rows 3-4) is trained by the same recipe run, beside the AFS arm, with "
-                    "the same data, stages, steps, batch sizes and hyper-parameters and zero descriptors "
+        abl_note = ("\nThe no-descriptor arm (rows 3-4) is trained "
+                    + ("by the same recipe run, beside the AFS arm, " if both_arms else
+                       "by `recipe tiny-synth --ablation no-descriptor` from the same run's stage-1 models, ")
+                    + "with the same data, stages, steps, batch sizes and hyper-parameters and zero descriptors "
                     "(`sft-response` / `grpo` with `--no-descriptor`); it is evaluated with `--no-descriptor`. "
                     "The diagnostic row is not that ablation: it only shows how much the trained model relies on its "
                     "descriptor. Every row uses the shipped model's box refinement and coordinate decoding "
                     "unless it says otherwise.\n")
     else:
-        abl_note = ("\nThe no-descriptor arm (rows 3-4) has not been trained for this card (recipe run with "
-                    "`--no-ablation`): `python -m training recipe tiny-synth --resume --ablation no-descriptor` "
-                    "trains it; re-run `tiny-synth-eval` to fill the rows.\n")
+        abl_note = ("\nThe no-descriptor arm (rows 3-4) has not been trained for this card: "
+                    "`python -m training recipe tiny-synth --ablation no-descriptor` trains it; re-run "
+                    "`tiny-synth-eval` to fill the rows.\n")
+    abl_line = ablation_run_line(times, ablation)
     ft = R.get("final_test") or {}
     gt_ = R.get("grpo_test") or {}
     sft = R.get("sft_test") or {}
@@ -634,7 +652,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "GRPO for 450 steps instead of 150 (val cIoU 29.63 vs 32.72), and one token per digit in the "
         "response tokenizer (`sft-response --split-digits`: its SFT stage scored val cIoU 34.15 vs 30.84, "
         "but GRPO did not improve on it, 33.77); none retried with the current towers yet. Next: a larger "
-        "language model (response SFT went from 1.5 to 3 epochs, the most 2 CPU cores allow in this recipe's time), "
+        "language model or longer response SFT (1.5 -> 3 epochs gave +3.4 cIoU; a fourth epoch would add "
+        f"about 10 minutes at 2 threads to the recipe's {_minutes(recipe.get('wall_seconds'))} minutes), "
         "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
         f"little (KL to the SFT start < 0.01); {_grpo_vs_sft(sel_scores, gt_, sft)} (Targets); at "
         "lr 3e-4 it does worse on `val` (docs/training.md).")
@@ -652,8 +671,8 @@ knows the synthetic world only (see "What it can and cannot do"). {targets_line}
 ## Reproduce
 
 ```bash
-python -m training recipe tiny-synth --out runs/tiny-synth --model-out models/earl-tiny-synth   # train both arms + export
-python -m training recipe tiny-synth-eval --out runs/tiny-synth --model-out models/earl-tiny-synth  # tables + this card
+python -m training recipe tiny-synth --out runs/tiny-synth --model-out models/earl-tiny-synth   # {"train both arms + export" if both_arms else "train + export"}
+{"" if both_arms else "python -m training recipe tiny-synth --out runs/tiny-synth --ablation no-descriptor   # the no-descriptor arm (AFS off)" + chr(10)}python -m training recipe tiny-synth-eval --out runs/tiny-synth --model-out models/earl-tiny-synth  # tables + this card
 ```
 Single evaluations (the numbers below):
 ```bash
@@ -668,7 +687,8 @@ python -m training.report image-reliance --model models/earl-tiny-synth --data r
 Each stage is an ordinary `python -m training ...` command; the recipe prints them and stores them
 with the configuration in `runs/tiny-synth/recipe.json`. Stage wall times on 2 CPU cores; where
 stages run in two lanes of 1-thread processes they overlap (vision-pretrain -> sft-coarse ->
-descriptors beside segmenter-ft; the AFS arm beside the no-descriptor arm), so the wall clock is
+descriptors beside segmenter-ft{"; the AFS arm beside the no-descriptor arm" if both_arms else
+"; the response stages then run one at a time with 2 threads"}), so the wall clock is
 less than their sum:
 
 | stage | minutes |
@@ -676,7 +696,7 @@ less than their sum:
 {stage_lines}
 | sum of stages | {tot_min:.1f} |
 | **wall clock** | **{_minutes(recipe.get('wall_seconds'))}** |
-{resumed}{("" if not recipe.get("wall_note") else chr(10) + "Note: " + recipe["wall_note"] + "." + chr(10))}
+{resumed}{("" if not recipe.get("wall_note") else chr(10) + "Note: " + recipe["wall_note"] + "." + chr(10))}{abl_line}
 
 ## Data
 

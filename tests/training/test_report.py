@@ -155,3 +155,17 @@ def test_the_model_fingerprint_follows_the_weights_not_the_directory(tiny_model_
     save_file(w, afs)
     assert model_fingerprint(copy) != model_fingerprint(tiny_model_dir)
     assert model_fingerprint(tmp_path / "not-a-model") is None
+
+
+def test_the_card_times_the_ablation_command_only_when_it_ran_as_its_own_command():
+    from training.report import ablation_run_line
+
+    abl = {"stage_seconds": {"sft-response-nodesc": 1800.0, "grpo-nodesc": 420.0}, "wall_seconds": 2250.0,
+           "wall_note": "shared the cores with evals"}
+    line = ablation_run_line({"sft-response": 1853.0, "grpo": 409.0}, abl)
+    assert "`--ablation no-descriptor`" in line
+    assert "sft-response-nodesc 30.0, grpo-nodesc 7.0 minutes; wall clock 37.5 minutes" in line
+    assert line.rstrip().endswith("Note: shared the cores with evals.")
+    # trained beside the AFS arm: its stages are already rows of the stage table
+    assert ablation_run_line({"sft-response": 3217.0, "sft-response-nodesc": 3212.0}, abl) == ""
+    assert ablation_run_line({"sft-response": 1853.0}, None) == ""  # not trained yet: the rows say so

@@ -80,11 +80,10 @@ def test_recipe_quick_scale(tmp_path):
     run = tmp_path / "run"
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m")]) == 0
     rec = json.loads((run / "recipe.json").read_text())
-    assert set(rec["stage_seconds"]) >= {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
-                                         "segmenter-ft", "stage1", "sft-response", "grpo", "export",
-                                         "sft-response-nodesc", "grpo-nodesc"}  # the ablation arm trains alongside
+    assert set(rec["stage_seconds"]) == {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
+                                         "segmenter-ft", "stage1", "sft-response", "grpo", "select", "export"}
     assert (run / "logs" / "segmenter-ft.log").is_file()  # parallel lanes log to files
-    assert (run / "grpo_nodesc" / "final" / "earl.yaml").is_file()
+    assert not (run / "sft_nodesc").exists()  # the ablation arm is a second command ...
     raw = yaml.safe_load((tmp_path / "m" / "earl.yaml").read_text())
     assert _absolute_paths(raw) == []
     sel = json.loads((run / "selection.json").read_text())
@@ -117,3 +116,19 @@ def test_recipe_quick_scale(tmp_path):
     again = json.loads((run / "recipe.json").read_text())
     assert again["wall_seconds"] == rec["wall_seconds"] and again["finished"]
     assert [r["stages"] for r in again["resumed"]] == [["select", "export"]]
+    # ... which trains from this run's stage-1 models without touching the shipped arm or the export
+    before = {f: f.stat().st_mtime_ns for d in (run / "sft", tmp_path / "m") for f in d.rglob("*") if f.is_file()}
+    assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--ablation", "no-descriptor"]) == 0
+    abl = json.loads((run / "recipe_no-descriptor.json").read_text())
+    assert set(abl["stage_seconds"]) == {"sft-response-nodesc", "grpo-nodesc"}
+    assert (run / "grpo_nodesc" / "final" / "earl.yaml").is_file()
+    assert {f: f.stat().st_mtime_ns for f in before} == before
+    assert json.loads((run / "recipe.json").read_text()) == again
+
+
+def test_ablation_needs_a_recipe_run_first(tmp_path):
+    from training.recipe import main
+
+    with pytest.raises(SystemExit, match="no stage-1 model"):
+        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor"])
+    assert not (tmp_path / "empty").exists()
