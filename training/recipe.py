@@ -342,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-out", default="models/earl-tiny-synth", help="exported model dir ('' = no export)")
     ap.add_argument("--scale", choices=("full", "quick"), default="full", help="quick = smoke test")
     ap.add_argument("--resume", action="store_true", help="skip stages whose output exists")
-    ap.add_argument("--ablation", choices=("no-descriptor",), default=None,
+    arms = ap.add_mutually_exclusive_group()  # --ablation trains only the ablation arm, --with-ablation both
+    arms.add_argument("--ablation", choices=("no-descriptor",), default=None,
                     help="after the recipe: train the response stages of an ablation arm in the same run dir "
                          "(same data, stage-1 models, steps; the shared stages are reused, so it implies "
                          "--resume); nothing is exported")
-    ap.add_argument("--with-ablation", action="store_true",
+    arms.add_argument("--with-ablation", action="store_true",
                     help="train the no-descriptor arm alongside the shipped one (two 1-thread lanes) instead "
                          "of by a second --ablation command")
     ap.add_argument("--device", default="cpu", help="device of the response stages")
@@ -374,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{args.config}: unknown recipe section {k!r} (known: {', '.join(cfg)})")
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     torch.set_num_threads(cfg["threads"])
-    if args.ablation and args.with_ablation:
-        ap.error("--ablation trains only the ablation arm; --with-ablation trains both: pick one")
     out = Path(args.out)
     if args.ablation:  # the arm starts from this run's stage-1 models: never wipe them
         if not (out / "stage1" / "earl.yaml").exists():

@@ -452,15 +452,23 @@ def _afs_by_kind(afs_kinds: dict, nodesc_kinds: dict) -> str:
               "and why the AFS arm trailed before descriptor noise: docs/training.md.")
 
 
+def _arms_together(times: dict) -> bool:
+    """Whether the recipe run trained the no-descriptor arm beside the AFS arm (recipes before
+    2026-11-27, and `--with-ablation`) rather than by the second `--ablation` command."""
+    return "sft-response-nodesc" in times
+
+
 def ablation_run_line(times: dict, ablation: dict | None) -> str:
     """The card's line on how long the no-descriptor arm took when the second command
     (`recipe tiny-synth --ablation no-descriptor`) trained it; empty when it trained beside the AFS
     arm in the recipe run itself (its stages are then rows of the stage table)."""
     abl_times = (ablation or {}).get("stage_seconds", {})
-    if "sft-response-nodesc" in times or not abl_times:
+    if _arms_together(times) or not abl_times:
         return ""
-    return ("\nThe no-descriptor arm, trained afterwards by `--ablation no-descriptor` (2 threads, one stage at a "
-            "time): " + ", ".join(f"{k} {v / 60:.1f}" for k, v in abl_times.items())
+    threads = (ablation.get("config") or {}).get("threads")
+    return ("\nThe no-descriptor arm, trained afterwards by `--ablation no-descriptor` ("
+            + (f"{threads} threads, " if threads else "") + "one stage at a time): "
+            + ", ".join(f"{k} {v / 60:.1f}" for k, v in abl_times.items())
             + f" minutes; wall clock {_minutes(ablation.get('wall_seconds'))} minutes."
             + (f" Note: {ablation['wall_note']}." if ablation.get("wall_note") else "") + "\n")
 
@@ -504,8 +512,7 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
                       for r in recipe.get("resumed", []))
     seg_desc = ("SAM 2 architecture (4-stage Hiera, 16..128 wide, high-resolution features into the mask "
                 "decoder) at 256 px" if man["segmenter"]["type"] == "sam2" else "SAM architecture, 2-layer 64-wide ViT at 256 px")
-    # Recipes before 2026-11-27 trained the no-descriptor arm beside the AFS arm in the same run.
-    both_arms = "sft-response-nodesc" in times
+    both_arms = _arms_together(times)
     if R.get("nodesc_grpo_test") or R.get("nodesc_sft_test"):
         abl_note = ("\nThe no-descriptor arm (rows 3-4) is trained "
                     + ("by the same recipe run, beside the AFS arm, " if both_arms else

@@ -166,6 +166,8 @@ def test_the_card_times_the_ablation_command_only_when_it_ran_as_its_own_command
     assert "`--ablation no-descriptor`" in line
     assert "sft-response-nodesc 30.0, grpo-nodesc 7.0 minutes; wall clock 37.5 minutes" in line
     assert line.rstrip().endswith("Note: shared the cores with evals.")
+    assert "(2 threads, one stage at a time)" in ablation_run_line({"sft-response": 1853.0},
+                                                                   {**abl, "config": {"threads": 2}})
     # trained beside the AFS arm: its stages are already rows of the stage table
     assert ablation_run_line({"sft-response": 3217.0, "sft-response-nodesc": 3212.0}, abl) == ""
     assert ablation_run_line({"sft-response": 1853.0}, None) == ""  # not trained yet: the rows say so

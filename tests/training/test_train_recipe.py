@@ -132,3 +132,5 @@ def test_ablation_needs_a_recipe_run_first(tmp_path):
     with pytest.raises(SystemExit, match="no stage-1 model"):
         main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor"])
     assert not (tmp_path / "empty").exists()
+    with pytest.raises(SystemExit):  # one arm or both, not both flags
+        main(["tiny-synth", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor", "--with-ablation"])
