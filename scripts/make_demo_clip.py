@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from earl_ros.ros.bags import write_compressed_bag  # noqa: E402
-from training.data.synth import SynthConfig, _seed_for, entries_for, render_scene  # noqa: E402
+from training.data.synth import SynthConfig, scene_rng, entries_for, render_scene  # noqa: E402
 
 SEED, SPLIT = 20261125, "demo"  # never used by the training recipes (their seeds are small ints)
 KIND_ORDER = (("hand",), ("object", "hands+objects"), ("no-target",))
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     scenes, frames_rgb = [], []
     index = 0
     while len(scenes) < args.scenes:
-        rng = _seed_for(SEED, cfg.style, SPLIT, index)
+        rng = scene_rng(SEED, cfg.style, SPLIT, index)
         rgb, lab, _depth, scene = render_scene(rng, cfg)
         entries = entries_for(scene, f"demo_{index:03d}", rng)
         index += 1

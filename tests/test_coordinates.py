@@ -130,7 +130,7 @@ def test_greedy_answers_use_the_decoding_and_sampling_does_not(monkeypatch):
     from earl_ros.model.manifest import Manifest
     from earl_ros.model.prompts import parse_response
     from earl_ros.model.vlm import CoarseModel, ResponseModel
-    from training.data.synth import SynthConfig, _seed_for, render_scene
+    from training.data.synth import SynthConfig, scene_rng, render_scene
 
     calls = []
     real_call = NumberTokenDecoding.__call__
@@ -144,7 +144,7 @@ def test_greedy_answers_use_the_decoding_and_sampling_does_not(monkeypatch):
     rm = ResponseModel.from_pretrained(m.response.path, m.response.afs, afs_alpha=m.response.afs_alpha,
                                        coordinates="median")
     # a scene the model was made for, with its own stage-1 descriptor (the model leans on it)
-    image = render_scene(_seed_for(4242, "default", "coordinates", 0), SynthConfig())[0]
+    image = render_scene(scene_rng(4242, "default", "coordinates", 0), SynthConfig())[0]
     coarse = CoarseModel.from_pretrained(m.coarse.path, pooling=m.coarse.pooling)
     descriptor = coarse.describe(image).descriptor
     raw = rm.respond(image, "Show me the left hand of the camera wearer.", descriptor)

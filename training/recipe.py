@@ -52,7 +52,7 @@ TINY_SYNTH = {
     "sft_coarse": {"epochs": 4, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
                    "train_vision": False},
     "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
-    "sft_response": {"epochs": 3, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
+    "sft_response": {"epochs": 4, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
                      "afs_alpha": 0.5, "afs_init": "zero", "afs_lr": 1e-4, "descriptor_noise": 0.5,
                      "train_vision": False},
     "grpo": {"steps": 150, "prompts_per_step": 8, "micro_batch": 8, "num_generations": 4, "temperature": 1.0,

@@ -146,16 +146,39 @@ def _descriptor_content(held: dict, kinds: dict) -> str:
                                    "descriptor tells the response model little it cannot see for itself."))
 
 
-def _paired(a: dict, b: dict) -> str:
-    """'; difference D, 95% interval [lo, hi] by image bootstrap' for two evals of the same questions."""
+def _bootstrap(a: dict, b: dict) -> dict | None:
+    """The image-bootstrap of a's cIoU minus b's over the same questions; None without per-sample counts."""
     from training.metrics import paired_ciou_bootstrap
 
     sa, sb = a.get("samples") or [], b.get("samples") or []
     if not sa or not all("inter" in r for r in sa + sb):
+        return None
+    return paired_ciou_bootstrap(sa, sb)
+
+
+def _paired(a: dict, b: dict) -> str:
+    """'; difference D, 95% interval [lo, hi] by image bootstrap' for two evals of the same questions."""
+    bs = _bootstrap(a, b)
+    if bs is None:
         return ""
-    bs = paired_ciou_bootstrap(sa, sb)
     return (f"; difference {100 * bs['diff']:+.2f}, 95% interval [{100 * bs['lo']:+.2f}, {100 * bs['hi']:+.2f}] "
             f"resampling the {bs['images']} images")
+
+
+POINT_ONLY = "met on the point estimate only"
+
+
+def _beats(a: dict, b: dict) -> str:
+    """Status of an 'a beats b on cIoU' target. A higher score whose interval still reaches zero is
+    reported as such: on 60 test images a draw of the same recipe moves cIoU by 1-2 points."""
+    if not b:
+        return "not measured"
+    if not a.get("cIoU", 0) > b.get("cIoU", 1):
+        return "**not met**" + _paired(a, b)
+    bs = _bootstrap(a, b)
+    if bs is not None and bs["lo"] <= 0:
+        return POINT_ONLY + _paired(a, b)
+    return "met" + _paired(a, b)
 
 
 def _seed_cache(run: Path, src: str, dst: str, split: str, coordinates: str) -> None:
@@ -536,11 +559,9 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
     targets = [
         f"- in-distribution cIoU >= 60: {_fmt(ft, 'cIoU', 100)} ({ok(ft.get('cIoU', 0) >= 0.60)})",
         f"- no-target accuracy >= 90%: {_fmt(ft, 'no_target_acc', 100)} ({ok(ft.get('no_target_acc', 0) >= 0.90)})",
-        f"- GRPO beats SFT-only on cIoU: {_fmt(gt_, 'cIoU', 100)} vs {_fmt(sft, 'cIoU', 100)} "
-        f"({ok(gt_.get('cIoU', 0) > sft.get('cIoU', 1))}{_paired(gt_, sft)})",
+        f"- GRPO beats SFT-only on cIoU: {_fmt(gt_, 'cIoU', 100)} vs {_fmt(sft, 'cIoU', 100)} ({_beats(gt_, sft)})",
         f"- AFS beats no-descriptor on cIoU ({'SFT + GRPO' if sel == 'grpo' else 'SFT only'}, both arms): "
-        f"{_fmt(ft, 'cIoU', 100)} vs {_fmt(nd, 'cIoU', 100)} "
-        f"({(ok(ft.get('cIoU', 0) > nd.get('cIoU', 1)) + _paired(ft, nd)) if nd else 'not measured'})",
+        f"{_fmt(ft, 'cIoU', 100)} vs {_fmt(nd, 'cIoU', 100)} ({_beats(ft, nd)})",
     ]
     orc_file = run / "eval" / "oracle.json"
     orc = json.loads(orc_file.read_text()) if orc_file.exists() else {}
@@ -644,6 +665,9 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
             "tokens had lost the pretraining, and it named the right object in 12% of object questions, with "
             "78.7% no-target accuracy.")
     kind_obj = kinds.get("object", {}).get("names_right") if kinds else None
+    # what one more response-SFT epoch costs, from this run's own stage time
+    sft_s, sft_epochs = times.get("sft-response"), cfg.get("sft_response", {}).get("epochs")
+    epoch_s = sft_s / sft_epochs if sft_s and sft_epochs and recipe.get("wall_seconds") else None
     obj_rate = (f"in about {round(100 * kind_obj / 5) * 5}% of object questions" if kind_obj is not None
                 else "only now and then")
     findings.append(
@@ -659,15 +683,19 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
         "GRPO for 450 steps instead of 150 (val cIoU 29.63 vs 32.72), and one token per digit in the "
         "response tokenizer (`sft-response --split-digits`: its SFT stage scored val cIoU 34.15 vs 30.84, "
         "but GRPO did not improve on it, 33.77); none retried with the current towers yet. Next: a larger "
-        "language model or longer response SFT (1.5 -> 3 epochs gave +3.4 cIoU; a fourth epoch would add "
-        f"about 10 minutes at 2 threads to the recipe's {_minutes(recipe.get('wall_seconds'))} minutes), "
-        "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
+        "language model, or more response SFT (1.5 -> 3 epochs gave +3.4 cIoU on `test`, 3 -> 4 epochs +2.9; "
+        + (f"one more epoch would take the recipe from {_minutes(recipe.get('wall_seconds'))} to about "
+           f"{_minutes(recipe['wall_seconds'] + epoch_s)} minutes), " if epoch_s else "), ")
+        + "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
         f"little (KL to the SFT start < 0.01); {_grpo_vs_sft(sel_scores, gt_, sft)} (Targets); at "
         "lr 3e-4 it does worse on `val` (docs/training.md).")
     findings = "\n".join(findings)
     n_met = sum(t.endswith("(met)") or "(met;" in t for t in targets)
+    n_point = sum(f"({POINT_ONLY}" in t for t in targets)
     targets_line = ("It meets the issue's quality targets." if n_met == len(targets) else
-                    f"It meets {n_met} of the issue's {len(targets)} quality targets (see \"Targets\" and \"Findings\").")
+                    f"It meets {n_met} of the issue's {len(targets)} quality targets"
+                    + (f", and {n_point} more {POINT_ONLY}" if n_point else "")
+                    + " (see \"Targets\" and \"Findings\").")
     return f"""# earl-tiny-synth: the embedded default EARL model
 
 A small EARL (coarse VLM + response VLM with AFS + promptable segmenter) trained from scratch on CPU

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from training.common import JsonlLogger, lr_lambda, seed_everything, torch_threads
-from training.data.synth import CATEGORIES, COLOURS, SynthConfig, _seed_for, render_scene
+from training.data.synth import CATEGORIES, COLOURS, SynthConfig, scene_rng, render_scene
 
 CLASSES = ("background", "left hand", "right hand", *CATEGORIES)
 COLOUR_NAMES = ("none", *COLOURS)
@@ -109,7 +109,7 @@ class _Batcher:
     def batch(self, n: int):
         imgs, tgts = [], []
         for _ in range(n):
-            rgb, lab, _, scene = render_scene(_seed_for(self.seed, self.cfg.style, self.split, self.next_index),
+            rgb, lab, _, scene = render_scene(scene_rng(self.seed, self.cfg.style, self.split, self.next_index),
                                               self.cfg)
             self.next_index += 1
             imgs.append(rgb)

@@ -171,3 +171,23 @@ def test_the_card_times_the_ablation_command_only_when_it_ran_as_its_own_command
     # trained beside the AFS arm: its stages are already rows of the stage table
     assert ablation_run_line({"sft-response": 3217.0, "sft-response-nodesc": 3212.0}, abl) == ""
     assert ablation_run_line({"sft-response": 1853.0}, None) == ""  # not trained yet: the rows say so
+
+
+def _scored(per_image: dict[str, list[tuple[float, float]]]) -> dict:
+    samples = [{"image_id": i, "inter": a, "union": u} for i, qs in per_image.items() for a, u in qs]
+    return {"cIoU": sum(s["inter"] for s in samples) / sum(s["union"] for s in samples), "samples": samples}
+
+
+def test_a_beats_target_is_met_only_when_the_test_images_can_tell_the_two_apart():
+    from training.report import POINT_ONLY, _beats
+
+    base = {f"img{i}": [(float(10 + i), 40.0)] for i in range(12)}
+    better = {k: [(a + 6.0, u) for a, u in v] for k, v in base.items()}
+    # better on 11 images, far worse on one large one: higher cIoU, but the interval reaches zero
+    lucky = dict(better, img0=[(0.0, 100.0)])
+    lucky_base = dict(base, img0=[(45.0, 100.0)])
+    assert _beats(_scored(better), _scored(base)).startswith("met; difference +")
+    point = _beats(_scored(lucky), _scored(lucky_base))
+    assert _scored(lucky)["cIoU"] > _scored(lucky_base)["cIoU"] and point.startswith(POINT_ONLY + "; difference +")
+    assert _beats(_scored(base), _scored(better)).startswith("**not met**; difference -")
+    assert _beats(_scored(base), {}) == "not measured"

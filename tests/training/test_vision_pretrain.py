@@ -11,10 +11,10 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def test_targets_follow_the_scene_graph():
-    from training.data.synth import SynthConfig, _seed_for, render_scene
+    from training.data.synth import SynthConfig, scene_rng, render_scene
     from training.vision_pretrain import CLASSES, COLOUR_NAMES, ROLES, scene_targets
 
-    rgb, lab, _, scene = render_scene(_seed_for(0, "default", "vision", 3), SynthConfig())
+    rgb, lab, _, scene = render_scene(scene_rng(0, "default", "vision", 3), SynthConfig())
     t = scene_targets(lab, scene)
     assert t.shape == (3, *lab.shape)
     assert (t[:, lab == 0] == 0).all()  # background is class 0, colour "none", role 0

@@ -80,7 +80,9 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(lo) if hi <= lo else float(rng.uniform(lo, hi))
 
 
-def _seed_for(seed: int, style: str, split: str, index: int) -> np.random.Generator:
+def scene_rng(seed: int, style: str, split: str, index: int) -> np.random.Generator:
+    """The generator of one scene: image `index` of `split` depends on nothing else, so splits and styles
+    can be drawn in any order, in any process, and a test can redraw one scene alone."""
     return np.random.default_rng([seed, zlib.crc32(style.encode()), zlib.crc32(split.encode()), index])
 
 
@@ -509,7 +511,7 @@ def image_id(style: str, seed: int, split: str, index: int) -> str:
 
 
 def write_one(root: Path, split: str, index: int, seed: int, cfg: SynthConfig) -> str:
-    rng = _seed_for(seed, cfg.style, split, index)
+    rng = scene_rng(seed, cfg.style, split, index)
     rgb, lab, depth, scene = render_scene(rng, cfg)
     iid = image_id(cfg.style, seed, split, index)
     Image.fromarray(rgb).save(root / "RGB" / f"{iid}.jpg", quality=cfg.jpeg_quality)
