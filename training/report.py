@@ -156,9 +156,8 @@ def _bootstrap(a: dict, b: dict) -> dict | None:
     return paired_ciou_bootstrap(sa, sb)
 
 
-def _paired(a: dict, b: dict) -> str:
-    """'; difference D, 95% interval [lo, hi] by image bootstrap' for two evals of the same questions."""
-    bs = _bootstrap(a, b)
+def _difference(bs: dict | None) -> str:
+    """'; difference D, 95% interval [lo, hi] by image bootstrap', or '' without a bootstrap."""
     if bs is None:
         return ""
     return (f"; difference {100 * bs['diff']:+.2f}, 95% interval [{100 * bs['lo']:+.2f}, {100 * bs['hi']:+.2f}] "
@@ -173,12 +172,10 @@ def _beats(a: dict, b: dict) -> str:
     reported as such: on 60 test images a draw of the same recipe moves cIoU by 1-2 points."""
     if not b:
         return "not measured"
-    if not a.get("cIoU", 0) > b.get("cIoU", 1):
-        return "**not met**" + _paired(a, b)
     bs = _bootstrap(a, b)
-    if bs is not None and bs["lo"] <= 0:
-        return POINT_ONLY + _paired(a, b)
-    return "met" + _paired(a, b)
+    if not a.get("cIoU", 0) > b.get("cIoU", 1):
+        return "**not met**" + _difference(bs)
+    return (POINT_ONLY if bs is not None and bs["lo"] <= 0 else "met") + _difference(bs)
 
 
 def _seed_cache(run: Path, src: str, dst: str, split: str, coordinates: str) -> None:
