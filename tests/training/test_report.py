@@ -179,15 +179,20 @@ def _scored(per_image: dict[str, list[tuple[float, float]]]) -> dict:
 
 
 def test_a_beats_target_is_met_only_when_the_test_images_can_tell_the_two_apart():
-    from training.report import POINT_ONLY, _beats
+    from training.report import MET, NOT_MEASURED, NOT_MET, POINT_ONLY, _beats, _targets_summary
 
     base = {f"img{i}": [(float(10 + i), 40.0)] for i in range(12)}
     better = {k: [(a + 6.0, u) for a, u in v] for k, v in base.items()}
     # better on 11 images, far worse on one large one: higher cIoU, but the interval reaches zero
     lucky = dict(better, img0=[(0.0, 100.0)])
     lucky_base = dict(base, img0=[(45.0, 100.0)])
-    assert _beats(_scored(better), _scored(base)).startswith("met; difference +")
+    verdict, detail = _beats(_scored(better), _scored(base))
+    assert verdict == MET and detail.startswith("; difference +")
     point = _beats(_scored(lucky), _scored(lucky_base))
-    assert _scored(lucky)["cIoU"] > _scored(lucky_base)["cIoU"] and point.startswith(POINT_ONLY + "; difference +")
-    assert _beats(_scored(base), _scored(better)).startswith("**not met**; difference -")
-    assert _beats(_scored(base), {}) == "not measured"
+    assert _scored(lucky)["cIoU"] > _scored(lucky_base)["cIoU"] and point[0] == POINT_ONLY
+    assert point[1].startswith("; difference +")
+    assert _beats(_scored(base), _scored(better))[0] == NOT_MET
+    assert _beats(_scored(base), {}) == (NOT_MEASURED, "")
+    # the card's top line counts a point-estimate win apart from a met target
+    summary = _targets_summary([("a", (MET, "")), ("b", point), ("c", (NOT_MET, ""))])
+    assert summary.startswith(f"It meets 1 of the issue's 3 quality targets, and 1 more {POINT_ONLY}")
