@@ -121,6 +121,12 @@ class GRPOTrainer:
         self.acc = Accelerator(cpu=(args.device == "cpu"))
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         torch_threads(args.threads)
+        from earl_ros.model.manifest import MAX_BOX_REFINE, valid_box_refine
+
+        if not valid_box_refine(args.reward_box_refine):
+            raise SystemExit(f"--reward-box-refine must be an integer in 0..{MAX_BOX_REFINE}, got {args.reward_box_refine}")
+        if args.reward_box_refine and args.segmenter != "model":
+            raise SystemExit("--reward-box-refine needs --segmenter model (filled boxes cannot be refined)")
         if args.prompts_per_step % self.world:
             raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the number of "
                              f"processes ({self.world})")
@@ -159,7 +165,8 @@ class GRPOTrainer:
                                        grounding=args.grounding, strict_format=args.strict_format,
                                        allow_float=args.allow_float)
         seg = self.paths["segmenter"] if args.segmenter == "model" else "box"
-        self.masks = SegmenterMasks.from_path(str(seg) if seg != "box" else "box", device=device)
+        self.masks = SegmenterMasks.from_path(str(seg) if seg != "box" else "box", device=device,
+                                              refine=args.reward_box_refine)
         ds = IRGBench(args.data, args.split, image_limit=args.limit)
         self.samples = [s for s in ds.samples if s.no_target or s.valid_boxes]
         if not self.samples:
@@ -395,6 +402,9 @@ def add_grpo_args(ap: argparse.ArgumentParser):
     g.add_argument("--allow-float", action="store_true", help="accept float box coordinates")
     g.add_argument("--segmenter", choices=("model", "box"), default="model",
                    help="R_g masks: the model dir's segmenter, or filled boxes (fast; for random tiny segmenters)")
+    g.add_argument("--reward-box-refine", type=int, default=0, metavar="N",
+                   help="R_g masks re-prompted N times with their own boxes, as segmenter.box_refine does at "
+                        "inference (needs --segmenter model; default %(default)s)")
     g.add_argument("--save-every", type=int, default=50)
     g.add_argument("--resume", help="checkpoint dir, or 'auto' for the latest checkpoint-N in --out")
     g.add_argument("--seed", type=int, default=0)

@@ -165,23 +165,26 @@ class SegmenterMasks:
 
     kind="box": masks are the filled boxes (fast, no model). kind="model": an
     earl_ros.model.segmenter.Segmenter; its image embedding is computed once per image key and
-    reused for all G completions of the group.
+    reused for all G completions of the group. `refine` re-prompts with each mask's own box as the
+    shipped pipeline does (segmenter.box_refine), so R_g scores the masks the robot would get.
     """
 
-    def __init__(self, segmenter=None, kind: str = "model"):
+    def __init__(self, segmenter=None, kind: str = "model", refine: int = 0):
         if kind not in ("box", "model"):
             raise ValueError(kind)
         if kind == "model" and segmenter is None:
             raise ValueError("kind='model' needs a segmenter")
-        self.segmenter, self.kind = segmenter, kind
+        if refine and kind == "box":
+            raise ValueError("box refinement needs a segmenter (kind='model')")
+        self.segmenter, self.kind, self.refine = segmenter, kind, int(refine)
 
     @classmethod
-    def from_path(cls, path: str | None, device: str = "cpu") -> "SegmenterMasks":
+    def from_path(cls, path: str | None, device: str = "cpu", refine: int = 0) -> "SegmenterMasks":
         if path in (None, "", "box"):
-            return cls(None, "box")
+            return cls(None, "box", refine=refine)
         from earl_ros.model.segmenter import Segmenter
 
-        return cls(Segmenter.from_pretrained(str(path), device=device), "model")
+        return cls(Segmenter.from_pretrained(str(path), device=device), "model", refine=refine)
 
     def for_image(self, key: str, image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         hw = image.shape[:2]
@@ -193,7 +196,7 @@ class SegmenterMasks:
             if len(boxes) == 0:
                 return np.zeros((0,) + hw, bool)
             # segment() = set_image (cached by key: the encoder runs once per image) + predict, atomically
-            masks, _ = seg.segment(image, np.asarray(boxes, np.float32), key=key)
+            masks, _ = seg.segment(image, np.asarray(boxes, np.float32), key=key, refine=self.refine)
             return np.asarray(masks).astype(bool)
 
         return fn

@@ -84,6 +84,16 @@ def test_grpo_checkpoints_carry_afs_and_resume_exactly(chain, tmp_path, cli, grp
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_grpo_refuses_a_reward_box_refinement_it_cannot_draw(chain, tmp_path, cli, grpo_argv):
+    """Filled-box masks cannot be refined, and the count is bounded as segmenter.box_refine is: both
+    are refused before any model loads."""
+    with pytest.raises(SystemExit, match="needs --segmenter model"):
+        cli(*grpo_argv(tmp_path / "a", "--reward-box-refine", 1))
+    with pytest.raises(SystemExit, match="must be an integer in 0.."):
+        cli(*grpo_argv(tmp_path / "b", "--segmenter", "model", "--reward-box-refine", 99))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_eval_on_a_grpo_checkpoint_writes_table_and_json(chain, tmp_path, capsys, cli, grpo_argv):
     out = tmp_path / "grpo"
     cli(*grpo_argv(out, "--steps", 1))

@@ -165,3 +165,21 @@ def test_grounding_runs_the_segmenter_once_per_image(tiny_model_dir):
     assert all(0.0 <= v <= 1.0 for v in values)
     out = fn(np.array([[10, 10, 50, 50]], np.float32))
     assert out.shape == (1, 100, 100) and out.dtype == bool
+
+
+def test_grounding_masks_can_be_refined_as_the_shipped_pipeline_draws_them(tiny_model_dir):
+    """--reward-box-refine N: R_g scores the masks segmenter.box_refine N would give the robot."""
+    from earl_ros.model.manifest import Manifest
+    from training.rewards import SegmenterMasks
+
+    path = Manifest.load(tiny_model_dir).segmenter.path
+    plain, refined = SegmenterMasks.from_path(path), SegmenterMasks.from_path(path, refine=2)
+    img = np.random.default_rng(1).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    box = np.array([[10, 20, 60, 70]], np.float32)
+    want, _ = refined.segmenter.segment(img, box, key="direct", refine=2)
+    assert np.array_equal(refined.for_image("img-1", img)(box), want)
+    unrefined = plain.for_image("img-1", img)(box)
+    assert np.array_equal(unrefined, plain.segmenter.segment(img, box, refine=0)[0])
+    assert not np.array_equal(unrefined, want)  # this box and segmenter: refinement moves the mask
+    with pytest.raises(ValueError, match="needs a segmenter"):
+        SegmenterMasks.from_path("box", refine=1)
