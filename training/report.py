@@ -701,7 +701,8 @@ def model_card(model_out: Path, run: Path, results: dict, latency: dict, recipe:
            f"{_minutes(recipe['wall_seconds'] + epoch_s)} minutes), " if epoch_s else "), ")
         + "and a GRPO stage that improves on its SFT start on held-out questions: it moves this tiny policy very "
         f"little (KL to the SFT start < 0.01); {_grpo_vs_sft(sel_scores, gt_, sft)} (Targets); at "
-        "lr 3e-4 it does worse on `val` (docs/training.md).")
+        "lr 3e-4 it does worse on `val`, and at lr 1e-3 it moves further (KL 0.02) but is no better in five "
+        "runs (docs/training.md).")
     findings = "\n".join(findings)
     targets_line = _targets_summary(targets)
     return f"""# earl-tiny-synth: the embedded default EARL model
