@@ -29,7 +29,8 @@ Held-out evaluation data (other seeds, other styles) is generated separately by
 `python -m training recipe tiny-synth-eval`, which evaluates every arm and writes the quality
 table and the model card.
 
-`--resume` skips stages whose output already exists; `--scale quick` shrinks everything for a smoke
+`--resume` skips stages whose output already exists (without it a previous run dir is replaced; a
+non-empty --out that holds no recipe.json is refused, never deleted); `--scale quick` shrinks everything for a smoke
 test. Threads: 2 (the 2-core CPU this recipe targets), split 1 + 1 between parallel lanes.
 """
 from __future__ import annotations
@@ -197,6 +198,7 @@ class Recipe:
 
     def run(self) -> Path:
         c, o = self.cfg, self.out
+        self._save()  # recipe.json from the first second: marks the dir as a run dir a fresh run may replace
         th = ["--threads", str(c["threads"])]
         dev = th + (["--device", self.device] if self.device != "cpu" else [])
         data, m0 = o / "data", o / "model0"
@@ -382,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"`python -m training recipe tiny-synth --out {out}` first")
         args.resume = True
     if out.exists() and not args.resume:
+        # A fresh run replaces the run dir; never a folder this recipe did not write (`--out .` or a typo
+        # must not delete a user's files). Recipe.run marks its dir with recipe.json before any stage.
+        if any(out.iterdir()) and not (out / "recipe.json").exists():
+            raise SystemExit(f"{out} exists and is not a recipe run dir (no recipe.json): refusing to replace it; "
+                             "pass another --out, remove it yourself, or add --resume to continue a run in it")
         shutil.rmtree(out)
     model_out = Path(args.model_out) if args.model_out and not args.ablation else None
     r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,

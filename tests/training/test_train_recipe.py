@@ -134,3 +134,14 @@ def test_ablation_needs_a_recipe_run_first(tmp_path):
     assert not (tmp_path / "empty").exists()
     with pytest.raises(SystemExit):  # one arm or both, not both flags
         main(["tiny-synth", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor", "--with-ablation"])
+
+
+def test_a_fresh_run_never_replaces_a_folder_the_recipe_did_not_write(tmp_path):
+    from training.recipe import main
+
+    mine = tmp_path / "my_files"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="not a recipe run dir"):
+        main(["tiny-synth", "--scale", "quick", "--out", str(mine), "--model-out", ""])
+    assert (mine / "notes.txt").read_text() == "keep me"
