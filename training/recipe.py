@@ -96,8 +96,9 @@ def _flags(d: dict) -> list[str]:
 
 class Recipe:
     def __init__(self, out: Path, model_out: Path | None, cfg: dict, resume: bool, ablation: str | None = None,
-                 device: str = "cpu", workers: int = 1, with_ablation: bool = False):
+                 device: str = "cpu", workers: int = 1, with_ablation: bool = False, wall_note: str | None = None):
         self.out, self.model_out, self.cfg, self.resume = out, model_out, cfg, resume
+        self.wall_note = wall_note
         self.with_ablation = with_ablation
         self.ablation, self.device, self.workers = ablation, device, workers
         self.times: dict[str, float] = {}
@@ -125,8 +126,9 @@ class Recipe:
             state["wall_seconds"] = round(self.prev["wall_seconds"] + (0 if done_before else wall), 1)
             state["finished"] = self.finished or done_before
             state["resumed"] = [*self.prev.get("resumed", []), {"wall_seconds": wall, "stages": self.ran}]
-            if "wall_note" in self.prev:
-                state["wall_note"] = self.prev["wall_note"]
+        note = self.wall_note or self.prev.get("wall_note")
+        if note:
+            state["wall_note"] = note
         self.state_file.write_text(json.dumps(state, indent=1))
 
     def stage(self, name: str, done: Path, argv: list[str] | None = None, fn=None):
@@ -353,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="train the no-descriptor arm alongside the shipped one (two 1-thread lanes) instead "
                          "of by a second --ablation command")
     ap.add_argument("--device", default="cpu", help="device of the response stages")
+    ap.add_argument("--wall-note", default=None, metavar="TEXT",
+                    help="one sentence on how this run's wall clock was measured (e.g. stages reused from another "
+                         "run, a shared machine); kept in recipe.json through later --resume runs and printed "
+                         "under the model card's timing")
     ap.add_argument("--workers", type=int, default=1, help="processes drawing the synthetic images")
     args = ap.parse_args(argv)
     if args.name == "tiny-synth-eval":  # one process at a time; its latency table is measured as the node runs
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
     model_out = Path(args.model_out) if args.model_out and not args.ablation else None
     r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,
-               with_ablation=args.with_ablation)
+               with_ablation=args.with_ablation, wall_note=args.wall_note)
     r.run()
     return 0
 

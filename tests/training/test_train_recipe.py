@@ -112,9 +112,10 @@ def test_recipe_quick_scale(tmp_path):
     assert rec["finished"] and "resumed" not in rec
     (run / "selection.json").unlink()
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m"),
-                 "--resume"]) == 0
+                 "--resume", "--wall-note", "select rerun on a shared machine"]) == 0
     again = json.loads((run / "recipe.json").read_text())
     assert again["wall_seconds"] == rec["wall_seconds"] and again["finished"]
+    assert again["wall_note"] == "select rerun on a shared machine" and "wall_note" not in rec
     assert [r["stages"] for r in again["resumed"]] == [["select", "export"]]
     # ... which trains from this run's stage-1 models without touching the shipped arm or the export
     before = {f: f.stat().st_mtime_ns for d in (run / "sft", tmp_path / "m") for f in d.rglob("*") if f.is_file()}
