@@ -164,10 +164,9 @@ def _difference(bs: dict | None) -> str:
             f"resampling the {bs['images']} images")
 
 
-POINT_ONLY = "met on the point estimate only"
-
-
+# The verdicts a quality target can get in the card (_targets_summary counts them).
 MET, NOT_MET, NOT_MEASURED = "met", "**not met**", "not measured"
+POINT_ONLY = "met on the point estimate only"
 
 
 def _beats(a: dict, b: dict) -> tuple[str, str]:
