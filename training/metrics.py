@@ -161,6 +161,19 @@ def paired_ciou_bootstrap(a: Sequence[dict], b: Sequence[dict], rounds: int = 20
     unit) and both models are scored on the same draw, which is what makes the comparison paired.
     Inputs are `evaluate`'s per-sample records with `image_id`, `inter` and `union`.
     """
+    out = seed_mean_ciou_bootstrap([(a, b)], rounds=rounds, seed=seed, level=level)
+    del out["by_pair"], out["pairs"]
+    return out
+
+
+def seed_mean_ciou_bootstrap(pairs: Sequence[tuple[Sequence[dict], Sequence[dict]]], rounds: int = 2000,
+                             seed: int = 0, level: float = 0.95) -> dict:
+    """The mean over pairs (one per training seed) of cIoU(a) - cIoU(b), with a bootstrap interval.
+
+    Each pair is two evaluations of the same questions by models trained with one seed. One draw of
+    images serves every pair, so the interval is the image noise of the seed-averaged difference;
+    the seeds are taken as they came (`by_pair` shows how far they disagree).
+    """
     def per_image(records):
         acc: dict[str, list[float]] = {}
         for r in records:
@@ -169,19 +182,25 @@ def paired_ciou_bootstrap(a: Sequence[dict], b: Sequence[dict], rounds: int = 20
             iu[1] += r["union"]
         return acc
 
-    ia, ib = per_image(a), per_image(b)
-    if set(ia) != set(ib):
-        raise ValueError("paired_ciou_bootstrap: the two evaluations cover different images")
-    ids = sorted(ia)
-    A, B = np.array([ia[i] for i in ids]), np.array([ib[i] for i in ids])  # [images, 2] (inter, union)
+    if not pairs:
+        raise ValueError("seed_mean_ciou_bootstrap: no pairs")
+    tables = [(per_image(a), per_image(b)) for a, b in pairs]
+    ids = sorted(tables[0][0])
+    if any(set(ia) != set(ids) or set(ib) != set(ids) for ia, ib in tables):
+        raise ValueError("paired_ciou_bootstrap: the evaluations cover different images")
+    # [pairs, 2 (a, b), images, 2 (inter, union)]
+    X = np.array([[[ia[i] for i in ids], [ib[i] for i in ids]] for ia, ib in tables])
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(ids), size=(rounds, len(ids)))
-    sa, sb = A[draws].sum(1), B[draws].sum(1)  # [rounds, 2]
-    diffs = sa[:, 0] / np.maximum(sa[:, 1], 1e-9) - sb[:, 0] / np.maximum(sb[:, 1], 1e-9)
+    sums = X[:, :, draws].sum(3)  # [pairs, 2, rounds, 2]
+    ciou = sums[..., 0] / np.maximum(sums[..., 1], 1e-9)  # [pairs, 2, rounds]
+    diffs = (ciou[:, 0] - ciou[:, 1]).mean(0)  # [rounds]
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    diff = A[:, 0].sum() / max(A[:, 1].sum(), 1e-9) - B[:, 0].sum() / max(B[:, 1].sum(), 1e-9)
-    return {"diff": float(diff), "lo": float(lo), "hi": float(hi), "level": level, "images": len(ids),
-            "rounds": rounds, "share_a_better": float(np.mean(diffs > 0))}
+    tot = X.sum(2)  # [pairs, 2, 2]
+    by_pair = tot[:, 0, 0] / np.maximum(tot[:, 0, 1], 1e-9) - tot[:, 1, 0] / np.maximum(tot[:, 1, 1], 1e-9)
+    return {"diff": float(by_pair.mean()), "lo": float(lo), "hi": float(hi), "level": level, "images": len(ids),
+            "rounds": rounds, "share_a_better": float(np.mean(diffs > 0)), "pairs": len(pairs),
+            "by_pair": [float(d) for d in by_pair]}
 
 
 def tokenize(text: str) -> list[str]:

@@ -25,6 +25,10 @@ every shared stage of the run dir and trains only its sft-response -> grpo. `--w
 both arms at once in two 1-thread lanes instead: fewer minutes in all, but the shipped model then
 waits for the ablation too (102 min on 2 cores against about 90 for the issue's one command).
 
+`recipe tiny-synth --repeat-seed S` trains both arms' response stages again with training seed S
+into OUT/seed<S>/ (two 1-thread lanes, stage-1 models reused): with two arms and SFT vs GRPO, the
+targets compare runs whose draw-to-draw spread is as large as the gaps, so they are judged over seeds.
+
 Held-out evaluation data (other seeds, other styles) is generated separately by
 `python -m training recipe tiny-synth-eval`, which evaluates every arm and writes the quality
 table and the model card.
@@ -96,8 +100,10 @@ def _flags(d: dict) -> list[str]:
 
 class Recipe:
     def __init__(self, out: Path, model_out: Path | None, cfg: dict, resume: bool, ablation: str | None = None,
-                 device: str = "cpu", workers: int = 1, with_ablation: bool = False, wall_note: str | None = None):
+                 device: str = "cpu", workers: int = 1, with_ablation: bool = False, wall_note: str | None = None,
+                 repeat_seed: int | None = None):
         self.out, self.model_out, self.cfg, self.resume = out, model_out, cfg, resume
+        self.repeat_seed = repeat_seed
         self.wall_note = wall_note
         self.with_ablation = with_ablation
         self.ablation, self.device, self.workers = ablation, device, workers
@@ -106,7 +112,8 @@ class Recipe:
         self.finished = False
         self.commands: list[str] = []
         self.t0 = time.perf_counter()
-        self.state_file = out / ("recipe.json" if not ablation else f"recipe_{ablation}.json")
+        self.state_file = out / ("recipe.json" if not ablation and repeat_seed is None
+                                 else f"recipe_{ablation}.json" if ablation else f"recipe_seed{repeat_seed}.json")
         self.prev: dict = {}
         if resume and self.state_file.exists():
             self.prev = json.loads(self.state_file.read_text())
@@ -152,14 +159,14 @@ class Recipe:
         print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
         self._save()
 
-    def stage_parallel(self, lanes: list[list[tuple[str, Path, list[str]]]]):
+    def stage_parallel(self, lanes: list[list[tuple[str, Path, list[str]]]], logs: Path | None = None):
         """Run independent lanes of stages at once: each lane's stages in order, one process each
-        (logs: OUT/logs/<stage>.log). On the 2-core target, two 1-thread processes get more done
+        (logs: <logs or OUT/logs>/<stage>.log). On the 2-core target, two 1-thread processes get more done
         than one 2-thread process: the models are too small for intra-op threads to scale."""
         import subprocess
         import threading
 
-        logs = self.out / "logs"
+        logs = logs or self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         failed: list[str] = []
         lock = threading.Lock()
@@ -197,6 +204,29 @@ class Recipe:
     def _el(self) -> str:
         s = int(time.perf_counter() - self.t0)
         return f"{s // 60}m{s % 60:02d}s"
+
+    def _response_arms(self, o: Path, stage1: Path, data: Path, desc: Path):
+        """(AFS arm, no-descriptor arm): each its sft-response -> grpo stages, writing under `o`."""
+        c = self.cfg
+        sft_args = ["--quiet", *_flags(c["sft_response"])]
+        # Descriptor dropout / noise act on the descriptor path only; with zero descriptors they are
+        # no-ops, so the ablation arm runs without them (noise needs stored descriptors to scale by).
+        nodesc_sft_args = ["--quiet", *_flags({k: v for k, v in c["sft_response"].items()
+                                               if k not in ("descriptor_dropout", "descriptor_noise")})]
+        main_arm = [("sft-response", o / "sft" / "earl.yaml",
+                     ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft"),
+                      "--descriptors", str(desc), *sft_args]),
+                    ("grpo", o / "grpo" / "final" / "earl.yaml",
+                     ["grpo", "--model", str(o / "sft"), "--data", str(data), "--out", str(o / "grpo"),
+                      "--descriptors", str(desc), "--quiet", *_flags(c["grpo"])])]
+        # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
+        ablation_arm = [("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
+                         ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft_nodesc"),
+                          "--no-descriptor", *nodesc_sft_args]),
+                        ("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
+                         ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
+                          "--no-descriptor", "--quiet", *_flags(c["grpo"])])]
+        return main_arm, ablation_arm
 
     def run(self) -> Path:
         c, o = self.cfg, self.out
@@ -243,24 +273,19 @@ class Recipe:
                                 "decoder_onnx": None}
             write_manifest(stage1, raw)
         self.stage("stage1", stage1 / "earl.yaml", fn=assemble)
-        sft_args = ["--quiet", *_flags(c["sft_response"])]
-        # Descriptor dropout / noise act on the descriptor path only; with zero descriptors they are
-        # no-ops, so the ablation arm runs without them (noise needs stored descriptors to scale by).
-        nodesc_sft_args = ["--quiet", *_flags({k: v for k, v in c["sft_response"].items()
-                                               if k not in ("descriptor_dropout", "descriptor_noise")})]
-        main_arm = [("sft-response", o / "sft" / "earl.yaml",
-                     ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft"),
-                      "--descriptors", str(desc), *sft_args]),
-                    ("grpo", o / "grpo" / "final" / "earl.yaml",
-                     ["grpo", "--model", str(o / "sft"), "--data", str(data), "--out", str(o / "grpo"),
-                      "--descriptors", str(desc), "--quiet", *_flags(c["grpo"])])]
-        # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
-        ablation_arm = [("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
-                         ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft_nodesc"),
-                          "--no-descriptor", *nodesc_sft_args]),
-                        ("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
-                         ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
-                          "--no-descriptor", "--quiet", *_flags(c["grpo"])])]
+        main_arm, ablation_arm = self._response_arms(o, stage1, data, desc)
+        if self.repeat_seed is not None:
+            # Both arms again with another training seed, into OUT/seed<S>/, in two 1-thread lanes: the
+            # GRPO and AFS targets are judged over seeds, since one draw moves cIoU as much as they do.
+            sd = o / f"seed{self.repeat_seed}"
+            seed = ["--seed", str(self.repeat_seed)]
+            hd = half + dev[2:]
+            arms = self._response_arms(sd, stage1, data, desc)
+            self.stage_parallel([[(n, d, [*a, *seed, *hd]) for n, d, a in arm] for arm in arms], logs=sd / "logs")
+            print(f"[recipe] seed {self.repeat_seed} repeat finished: {json.dumps(self.times)}", flush=True)
+            self.finished = True
+            self._save()
+            return sd
         if self.ablation == "no-descriptor":
             for name, done, argv in ablation_arm:
                 self.stage(name, done, [*argv, *dev])
@@ -354,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     arms.add_argument("--with-ablation", action="store_true",
                     help="train the no-descriptor arm alongside the shipped one (two 1-thread lanes) instead "
                          "of by a second --ablation command")
+    arms.add_argument("--repeat-seed", type=int, default=None, metavar="S",
+                    help="after the recipe: train both arms' response stages again with training seed S (>= 1) "
+                         "into OUT/seed<S>/ (two 1-thread lanes, stage-1 models reused, nothing exported); "
+                         "tiny-synth-eval then judges the GRPO and AFS targets over every seed")
     ap.add_argument("--device", default="cpu", help="device of the response stages")
     ap.add_argument("--wall-note", default=None, metavar="TEXT",
                     help="one sentence on how this run's wall clock was measured (e.g. stages reused from another "
@@ -384,10 +413,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
     torch.set_num_threads(cfg["threads"])
     out = Path(args.out)
-    if args.ablation:  # the arm starts from this run's stage-1 models: never wipe them
+    if args.repeat_seed is not None and args.repeat_seed < 1:
+        raise SystemExit(f"--repeat-seed {args.repeat_seed}: seed 0 is the recipe run itself; repeats use seeds >= 1")
+    if args.ablation or args.repeat_seed is not None:  # they start from this run's stage-1 models: never wipe them
         if not (out / "stage1" / "earl.yaml").exists():
-            raise SystemExit(f"{out}: no stage-1 model to train the ablation arm from; run "
-                             f"`python -m training recipe tiny-synth --out {out}` first")
+            raise SystemExit(f"{out}: no stage-1 model to train the {'ablation arm' if args.ablation else 'repeat'} "
+                             f"from; run `python -m training recipe tiny-synth --out {out}` first")
         args.resume = True
     if out.exists() and not args.resume:
         # A fresh run replaces the run dir; never a folder this recipe did not write (`--out .` or a typo
@@ -396,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{out} exists and is not a recipe run dir (no recipe.json): refusing to replace it; "
                              "pass another --out, remove it yourself, or add --resume to continue a run in it")
         shutil.rmtree(out)
-    model_out = Path(args.model_out) if args.model_out and not args.ablation else None
+    model_out = Path(args.model_out) if args.model_out and not args.ablation and args.repeat_seed is None else None
     r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,
-               with_ablation=args.with_ablation, wall_note=args.wall_note)
+               with_ablation=args.with_ablation, wall_note=args.wall_note, repeat_seed=args.repeat_seed)
     r.run()
     return 0
 

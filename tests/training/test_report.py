@@ -196,3 +196,52 @@ def test_a_beats_target_is_met_only_when_the_test_images_can_tell_the_two_apart(
     # the card's top line counts a point-estimate win apart from a met target
     summary = _targets_summary([("a", (MET, "")), ("b", point), ("c", (NOT_MET, ""))])
     assert summary.startswith(f"It meets 1 of the issue's 3 quality targets, and 1 more {POINT_ONLY}")
+
+
+def test_training_seed_repeats_must_all_agree_before_a_beats_target_is_met():
+    from training.report import MET, NOT_MET, POINT_ONLY, _beats, _versus
+
+    base = {f"img{i}": [(float(10 + i), 40.0)] for i in range(12)}
+    better = _scored({k: [(a + 6.0, u) for a, u in v] for k, v in base.items()})
+    slightly_worse = _scored({k: [(a - 1.0, u) for a, u in v] for k, v in base.items()})
+    base = _scored(base)
+    assert _beats(better, base)[0] == MET
+    # seed 1 agrees: still met, and the detail lists each seed's difference
+    verdict, detail = _beats(better, base, [(1, better, base)])
+    assert verdict == MET and detail.endswith("; by training seed: 0 +15.00, 1 +15.00")
+    # seed 1 goes the other way: the mean is still higher and its interval above zero, yet the seeds disagree
+    verdict, detail = _beats(better, base, [(1, slightly_worse, base)])
+    assert verdict == POINT_ONLY and "1 -2.50" in detail
+    # on average worse: not met
+    assert _beats(slightly_worse, base, [(1, slightly_worse, base)])[0] == NOT_MET
+    # a repeat whose evaluation is missing does not count
+    assert _beats(better, base, [(1, None, base)]) == _beats(better, base)
+    assert _versus(better, base, [(1, slightly_worse, base)]) == "45.00 vs 38.75, means of training seeds 0, 1"
+    assert _versus(better, base) == "53.75 vs 38.75"
+
+
+def test_the_repeats_table_has_a_row_per_training_seed_and_their_mean():
+    from training.report import _repeats_section
+
+    def res(c):
+        return {"cIoU": c}
+    seed0 = {"sft_test": res(0.60), "grpo_test": res(0.59), "nodesc_sft_test": res(0.58), "nodesc_grpo_test": res(0.585)}
+    assert _repeats_section(seed0, {}, "sft") == ""
+    card = _repeats_section(seed0, {1: {"sft": res(0.62), "grpo": res(0.64), "nodesc_sft": res(0.60),
+                                        "nodesc_grpo": None}}, "sft")
+    rows = [ln for ln in card.splitlines() if ln.startswith("| ")]
+    assert rows[1] == "| 0 | 60.00 | 59.00 | 58.00 | 58.50 | -1.00 | +0.50 | +2.00 |"
+    assert rows[2] == "| 1 | 62.00 | 64.00 | 60.00 | n/a | +2.00 | n/a | +2.00 |"
+    assert len(rows) == 3  # no mean row until a second seed has every stage evaluated
+    card = _repeats_section(seed0, {1: {"sft": res(0.62), "grpo": res(0.64), "nodesc_sft": res(0.60),
+                                        "nodesc_grpo": res(0.60)}}, "sft")
+    assert card.splitlines()[-1] == "| mean of 2 | 61.00 | 61.50 | 59.00 | 59.25 | +0.50 | +0.25 | +2.00 |"
+
+
+def test_repeat_seeds_are_the_numbered_seed_dirs_of_a_run(tmp_path):
+    from training.report import repeat_seeds
+
+    for d in ("seed12", "seed1", "seedx", "sft"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "seed3").write_text("a file, not a run")
+    assert repeat_seeds(tmp_path) == [1, 12]

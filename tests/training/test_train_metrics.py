@@ -96,3 +96,23 @@ def test_paired_bootstrap_of_a_cIoU_difference():
     assert wide["diff"] > 0 and wide["lo"] < 0 < wide["hi"]
     with pytest.raises(ValueError, match="different images"):
         paired_ciou_bootstrap(_records(base), _records({"other": [(1.0, 2.0)]}))
+
+
+def test_seed_mean_bootstrap_averages_the_per_seed_differences_over_one_image_draw():
+    from training.metrics import paired_ciou_bootstrap, seed_mean_ciou_bootstrap
+
+    base = {f"img{i}": [(float(10 + i), 40.0), (5.0, 20.0)] for i in range(12)}
+    better = {k: [(a + 6.0, u) for a, u in v] for k, v in base.items()}
+    worse = {k: [(a - 2.0, u) for a, u in v] for k, v in base.items()}
+    one = paired_ciou_bootstrap(_records(better), _records(base))
+    alone = seed_mean_ciou_bootstrap([(_records(better), _records(base))])
+    assert alone["by_pair"] == [pytest.approx(one["diff"])] and alone["lo"] == one["lo"] and alone["hi"] == one["hi"]
+    # seed 0: a clearly better; seed 1: a slightly worse -> the mean is between, and the seeds are listed
+    two = seed_mean_ciou_bootstrap([(_records(better), _records(base)), (_records(worse), _records(base))])
+    d1 = paired_ciou_bootstrap(_records(worse), _records(base))["diff"]
+    assert two["pairs"] == 2 and two["by_pair"] == [pytest.approx(one["diff"]), pytest.approx(d1)]
+    assert two["diff"] == pytest.approx((one["diff"] + d1) / 2) and d1 < 0 < two["lo"] <= two["diff"] <= two["hi"]
+    with pytest.raises(ValueError, match="different images"):
+        seed_mean_ciou_bootstrap([(_records(better), _records(base)), (_records({"x": [(1.0, 2.0)]}),) * 2])
+    with pytest.raises(ValueError, match="no pairs"):
+        seed_mean_ciou_bootstrap([])

@@ -125,6 +125,18 @@ def test_recipe_quick_scale(tmp_path):
     assert (run / "grpo_nodesc" / "final" / "earl.yaml").is_file()
     assert {f: f.stat().st_mtime_ns for f in before} == before
     assert json.loads((run / "recipe.json").read_text()) == again
+    # a training-seed repeat trains both arms again under seed1/, with --seed 1, touching nothing else
+    before = {f: f.stat().st_mtime_ns for d in (run / "sft", run / "sft_nodesc", tmp_path / "m")
+              for f in d.rglob("*") if f.is_file()}
+    assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--repeat-seed", "1"]) == 0
+    rep = json.loads((run / "recipe_seed1.json").read_text())
+    assert set(rep["stage_seconds"]) == {"sft-response", "grpo", "sft-response-nodesc", "grpo-nodesc"}
+    ran = [c for c in rep["commands"] if " sft-response " in c or " grpo " in c]
+    assert len(ran) == 4 and all("--seed 1" in c and f"{run}/seed1/" in c for c in ran)
+    for arm in ("grpo/final", "grpo_nodesc/final"):
+        assert (run / "seed1" / arm / "earl.yaml").is_file()
+    assert (run / "seed1" / "logs" / "grpo-nodesc.log").is_file()  # its lanes log beside it
+    assert {f: f.stat().st_mtime_ns for f in before} == before
 
 
 def test_ablation_needs_a_recipe_run_first(tmp_path):
@@ -135,6 +147,11 @@ def test_ablation_needs_a_recipe_run_first(tmp_path):
     assert not (tmp_path / "empty").exists()
     with pytest.raises(SystemExit):  # one arm or both, not both flags
         main(["tiny-synth", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor", "--with-ablation"])
+    with pytest.raises(SystemExit, match="train the repeat"):
+        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "1"])
+    with pytest.raises(SystemExit, match="seed 0 is the recipe run itself"):
+        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "0"])
+    assert not (tmp_path / "empty").exists()
 
 
 def test_a_fresh_run_never_replaces_a_folder_the_recipe_did_not_write(tmp_path):
