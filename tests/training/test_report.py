@@ -199,7 +199,7 @@ def test_a_beats_target_is_met_only_when_the_test_images_can_tell_the_two_apart(
 
 
 def test_training_seed_repeats_must_all_agree_before_a_beats_target_is_met():
-    from training.report import MET, NOT_MET, POINT_ONLY, _beats, _versus
+    from training.report import MET, NOT_MET, SEEDS_DISAGREE, _beats, _targets_summary, _versus
 
     base = {f"img{i}": [(float(10 + i), 40.0)] for i in range(12)}
     better = _scored({k: [(a + 6.0, u) for a, u in v] for k, v in base.items()})
@@ -209,9 +209,11 @@ def test_training_seed_repeats_must_all_agree_before_a_beats_target_is_met():
     # seed 1 agrees: still met, and the detail lists each seed's difference
     verdict, detail = _beats(better, base, [(1, better, base)])
     assert verdict == MET and detail.endswith("; by training seed: 0 +15.00, 1 +15.00")
-    # seed 1 goes the other way: the mean is still higher and its interval above zero, yet the seeds disagree
+    # seed 1 goes the other way: the mean is still higher and its interval above zero, yet the seeds
+    # disagree, so the win is not shown, and the card's top line does not count it
     verdict, detail = _beats(better, base, [(1, slightly_worse, base)])
-    assert verdict == POINT_ONLY and "1 -2.50" in detail
+    assert verdict == SEEDS_DISAGREE and "1 -2.50" in detail
+    assert _targets_summary([("a", (MET, "")), ("b", (verdict, detail))]).startswith("It meets 1 of the issue" + "'s 2 ")
     # on average worse: not met
     assert _beats(slightly_worse, base, [(1, slightly_worse, base)])[0] == NOT_MET
     # a repeat whose evaluation is missing does not count
@@ -235,7 +237,8 @@ def test_the_repeats_table_has_a_row_per_training_seed_and_their_mean():
     assert len(rows) == 3  # no mean row until a second seed has every stage evaluated
     card = _repeats_section(seed0, {1: {"sft": res(0.62), "grpo": res(0.64), "nodesc_sft": res(0.60),
                                         "nodesc_grpo": res(0.60)}}, "sft")
-    assert card.splitlines()[-1] == "| mean of 2 | 61.00 | 61.50 | 59.00 | 59.25 | +0.50 | +0.25 | +2.00 |"
+    assert "| mean of 2 | 61.00 | 61.50 | 59.00 | 59.25 | +0.50 | +0.25 | +2.00 |" in card.splitlines()
+    assert "one stage moves by up to 5.00 cIoU (SFT + GRPO, AFS)" in card
 
 
 def test_repeat_seeds_are_the_numbered_seed_dirs_of_a_run(tmp_path):
