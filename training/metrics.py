@@ -187,7 +187,7 @@ def seed_mean_ciou_bootstrap(pairs: Sequence[tuple[Sequence[dict], Sequence[dict
     tables = [(per_image(a), per_image(b)) for a, b in pairs]
     ids = sorted(tables[0][0])
     if any(set(ia) != set(ids) or set(ib) != set(ids) for ia, ib in tables):
-        raise ValueError("paired_ciou_bootstrap: the evaluations cover different images")
+        raise ValueError("seed_mean_ciou_bootstrap: the evaluations cover different images")
     # [pairs, 2 (a, b), images, 2 (inter, union)]
     X = np.array([[[ia[i] for i in ids], [ib[i] for i in ids]] for ia, ib in tables])
     rng = np.random.default_rng(seed)

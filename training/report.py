@@ -922,23 +922,20 @@ def run_report(run: Path, model_out: Path, skip_latency: bool = False) -> dict:
         norefine = eval_cached(run, "final_norefine", model_out, data, "test", box_refine=0, coordinates=cm)
         _seed_cache(run, "final_norefine", "final", "test", cm)
     ev = dict(box_refine=k, coordinates=cm)
+
+    def response_stages(prefix: str, base: Path) -> dict:
+        """`test` evals of both arms' response stages under `base` (the run dir, or a seed repeat's)."""
+        return {name: eval_cached(run, prefix + name, base / sub, data, "test", no_descriptor=name.startswith("nodesc"),
+                                  **ev)
+                for name, sub in (("sft", "sft"), ("grpo", "grpo/final"), ("nodesc_grpo", "grpo_nodesc/final"),
+                                  ("nodesc_sft", "sft_nodesc"))}
     results = {
         "final_test": eval_cached(run, "final", model_out, data, "test", **ev),
         "final_test_dark": eval_cached(run, "final", model_out, data, "test_dark", **ev),
-        "sft_test": eval_cached(run, "sft", run / "sft", data, "test", **ev),
-        "grpo_test": eval_cached(run, "grpo", run / "grpo" / "final", data, "test", **ev),
-        "nodesc_grpo_test": eval_cached(run, "nodesc_grpo", run / "grpo_nodesc" / "final", data, "test",
-                                        no_descriptor=True, **ev),
-        "nodesc_sft_test": eval_cached(run, "nodesc_sft", run / "sft_nodesc", data, "test", no_descriptor=True, **ev),
+        **{f"{name}_test": res for name, res in response_stages("", run).items()},
         "final_zerodesc_test": eval_cached(run, "final_zerodesc", model_out, data, "test", no_descriptor=True, **ev),
     }
-    repeats = {sd: {"sft": eval_cached(run, f"seed{sd}_sft", base / "sft", data, "test", **ev),
-                    "grpo": eval_cached(run, f"seed{sd}_grpo", base / "grpo" / "final", data, "test", **ev),
-                    "nodesc_sft": eval_cached(run, f"seed{sd}_nodesc_sft", base / "sft_nodesc", data, "test",
-                                              no_descriptor=True, **ev),
-                    "nodesc_grpo": eval_cached(run, f"seed{sd}_nodesc_grpo", base / "grpo_nodesc" / "final", data,
-                                               "test", no_descriptor=True, **ev)}
-               for sd, base in ((sd, run / f"seed{sd}") for sd in repeat_seeds(run))}
+    repeats = {sd: response_stages(f"seed{sd}_", run / f"seed{sd}") for sd in repeat_seeds(run)}
     if norefine:
         results["final_norefine_test"] = norefine
     if greedy:
