@@ -9,6 +9,11 @@ query every second, and reports:
   age at query time, query latency p50/p95 split into ROS overhead (round trip minus model compute:
   serialization, conversion, queueing, building and publishing results) and model compute.
 Then one memory run: node RSS before and after 10,000 frames (640x480, shared memory, 100 Hz).
+Then the query queue, on the embedded model with the demo clip replayed at 15 Hz as the camera:
+  burst: 8 client processes send 5 requests each at once (40 outstanding): answered / OK / BUSY / lost;
+  fairness: 8 client processes each keep one request outstanding for --fair-duration seconds:
+  round trip p50 / p95 / max and the longest queue wait against 8 x the median service time
+  (the node's time per request once a worker takes it).
 
     python bench/ros_pipeline.py            # about 6 minutes on 2 cores; writes bench/results/ros_pipeline.md
     python bench/ros_pipeline.py --quick    # about 1.5 minutes (8 s runs, 1,500-frame memory run)
@@ -154,7 +159,8 @@ def driver(args) -> int:
         while th.is_alive():
             t_q = time.monotonic()
             q = query_once("which hand is holding something?")
-            if q is not None and q[1].success:
+            # UNPARSEABLE_ANSWER (the random-weight model's usual outcome) ran the full model too
+            if q is not None and q[1].error_code in ("OK", "UNPARSEABLE_ANSWER"):
                 rtt, r = q
                 tm = dict(zip(r.result.timing_names, r.result.timing_ms))
                 m = tm.get("model", 0.0) + tm.get("describe", 0.0)
@@ -266,6 +272,76 @@ def run_driver(mode, shm, w, h, rate, duration=0.0, frames=0, on_warm=None):
     return result
 
 
+def run_clients(n_clients: int, requests: int, mode: str, duration: float = 0.0) -> list:
+    """n_clients earl_ros.ros.query_load processes, started together; all their request records."""
+    start_at = time.time() + 8.0  # every client has found the service by then
+    cmd = [sys.executable, "-m", "earl_ros.ros.query_load", "--namespace", NS.strip("/"), "--requests",
+           str(requests), "--mode", mode, "--timeout", "300", "--start-at", str(start_at)]
+    if duration:
+        cmd += ["--duration", str(duration)]
+    procs = [subprocess.Popen(cmd, env=bench_env(True), stdout=subprocess.PIPE, text=True, cwd=REPO)
+             for _ in range(n_clients)]
+    records = []
+    for c, p in enumerate(procs):
+        out, _ = p.communicate(timeout=duration + 600)
+        for r in json.loads(out)["requests"]:
+            records.append(dict(r, client=c))
+    return records
+
+
+def run_queue(model: Path, tmp: Path, fair_duration: float) -> dict:
+    """Burst and fairness runs against one node (SHM profile, the demo clip as a 15 Hz camera)."""
+    node = start_node(model, True, tmp / "node_queue.log")
+    camera = subprocess.Popen([sys.executable, "-m", "earl_ros.cli.replay", str(REPO / "data" / "demo" / "clip"),
+                               "--topic", TOPIC, "--rate", "15", "--loop", "--quiet"], env=bench_env(True), cwd=REPO)
+    try:
+        print("[bench] queue: burst, 8 clients x 5 requests at once ...", flush=True)
+        burst = run_clients(8, 5, "burst")
+        print(f"[bench] queue: fairness, 8 clients one outstanding each, {fair_duration:.0f} s ...", flush=True)
+        fair = run_clients(8, 100000, "closed", duration=fair_duration)
+    finally:
+        stop_node(camera)
+        stop_node(node)
+    return {"burst": burst, "fair": fair}
+
+
+def queue_lines(q: dict, model: str) -> list:
+    burst, fair = q["burst"], q["fair"]
+    codes = [r["code"] for r in burst]
+    rt = [r["round_trip_ms"] for r in burst if r["round_trip_ms"] is not None]
+    lines = [
+        "",
+        f"## Query queue (model: {model}; camera: the demo clip replayed at 15 Hz; SHM profile; "
+        "default max_pending_queries 16, query_workers 1)",
+        "",
+        "| run | requests | answered | OK | BUSY | other codes | lost | round trip p50 / p95 / max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| burst: 8 clients x 5 at once | {len(codes)} | {sum(c != 'LOST' for c in codes)} | {codes.count('OK')} "
+        f"| {codes.count('BUSY')} | {sum(c not in ('OK', 'BUSY', 'LOST') for c in codes)} | {codes.count('LOST')} "
+        f"| {fmt(pct(rt, 50), 0)} / {fmt(pct(rt, 95), 0)} / {fmt(max(rt) if rt else None, 0)} |",
+    ]
+    fcodes = [r["code"] for r in fair]
+    frt = [r["round_trip_ms"] for r in fair if r["round_trip_ms"] is not None]
+    service = [r["service_ms"] for r in fair if r.get("service_ms") is not None]
+    waits = [r["queue_ms"] for r in fair if r.get("queue_ms") is not None]
+    med = pct(service, 50)
+    lines.append(
+        f"| fairness: 8 clients, one outstanding each | {len(fcodes)} | {sum(c != 'LOST' for c in fcodes)} "
+        f"| {fcodes.count('OK')} | {fcodes.count('BUSY')} | {sum(c not in ('OK', 'BUSY', 'LOST') for c in fcodes)} "
+        f"| {fcodes.count('LOST')} | {fmt(pct(frt, 50), 0)} / {fmt(pct(frt, 95), 0)} / {fmt(max(frt) if frt else None, 0)} |")
+    bound = 8 * med
+    lines += [
+        "",
+        f"Fairness: median service time (node time per request once a worker takes it) {fmt(med, 0)} ms, so "
+        f"8 x service = {fmt(bound, 0)} ms. Longest queue wait {fmt(max(waits) if waits else None, 0)} ms "
+        f"({fmt((max(waits) / bound) if waits and bound else None, 2)} x 8 x service); longest round trip "
+        f"{fmt(max(frt) if frt else None, 0)} ms ({fmt((max(frt) / bound) if frt and bound else None, 2)} "
+        "x 8 x service). Requests are served in arrival order, so a request waits for at most the 7 "
+        "requested before it plus the one running.",
+    ]
+    return lines
+
+
 def fmt(v, nd=1):
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
 
@@ -277,6 +353,10 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=None, help="seconds per intake run (default 30, quick 8)")
     ap.add_argument("--mem-frames", type=int, default=None, help="frames of the memory run (default 10000)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ros_pipeline.md"))
+    ap.add_argument("--queue-model", default=str(REPO / "models" / "earl-tiny-synth"),
+                    help="model of the queue runs (default: the embedded model, which answers demo frames)")
+    ap.add_argument("--fair-duration", type=float, default=None, help="seconds of the fairness run (default 60, quick 20)")
+    ap.add_argument("--only-queue", action="store_true", help="run only the query-queue section")
     ap.add_argument("--driver", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="intake", help=argparse.SUPPRESS)
     ap.add_argument("--width", type=int, default=640, help=argparse.SUPPRESS)
@@ -292,6 +372,7 @@ def main(argv=None) -> int:
     import psutil
 
     duration = args.duration or (8.0 if args.quick else 30.0)
+    fair_duration = args.fair_duration or (20.0 if args.quick else 60.0)
     mem_frames = args.mem_frames or (1500 if args.quick else 10000)
     os.environ.update({k: v for k, v in bench_env(True).items() if k == "ROS_DOMAIN_ID"})
     tmp = Path(tempfile.mkdtemp(prefix="earl-bench-"))
@@ -302,6 +383,11 @@ def main(argv=None) -> int:
 
         model = build_tiny_model_dir(tmp / "model", seed=0, segmenter="sam")
     t_start = time.monotonic()
+    if args.only_queue:
+        q = run_queue(Path(args.queue_model), tmp, fair_duration)
+        lines = ["# ROS pipeline benchmark, query queue only (`bench/ros_pipeline.py --only-queue`)",
+                 *queue_lines(q, Path(args.queue_model).name)]
+        return write_report(lines, Path(args.out).with_name("ros_pipeline_queue.md"))
     rows = []
     for (w, h) in ((640, 480), (1280, 720)):
         for shm in (True, False):
@@ -332,6 +418,7 @@ def main(argv=None) -> int:
         mem.update(published=r["published"], received=r["received"])
     finally:
         stop_node(node)
+    q = run_queue(Path(args.queue_model), tmp, fair_duration)
     elapsed = time.monotonic() - t_start
 
     lines = [
@@ -382,8 +469,12 @@ def main(argv=None) -> int:
         "Intake callback = the node's image callback (validation + ring buffer), excluding rclpy's message "
         "deserialization, which is inside stamp->intake (publisher serialization + transport + deserialization). "
         "Timings on shared 2-core machines are noisy; compare rows of one run, not runs of different machines.",
+        *queue_lines(q, Path(args.queue_model).name),
     ]
-    out = Path(args.out)
+    return write_report(lines, Path(args.out))
+
+
+def write_report(lines: list, out: Path) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

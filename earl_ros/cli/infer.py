@@ -5,8 +5,12 @@
 Prints the result as JSON (the contract of ARCHITECTURE.md: answer, entities, boxes in original
 pixels, scores, no_target, description, timings_ms; plus parse_status and query_truncated). With
 --out, writes mask.png (uint8 label map of the image's size: 0 background, i = entity i) and
-overlay.png. Without --json the JSON is indented for people. Errors: one line on stderr, exit code 2
-(set EARL_DEBUG=1 for the traceback).
+overlay.png. Without --json the JSON is indented for people.
+
+Exit status: 0 answered; 1 the model ran but its output is not an answer (no entity and no
+no-target statement): the JSON is still printed, with `error_code` UNPARSEABLE_ANSWER and the model's
+`raw_text`, and one `error:` line goes to stderr; 2 bad input (model dir, image, query, a frame the
+models cannot take), one `error:` line on stderr (set EARL_DEBUG=1 for the traceback).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ def run(args) -> dict:
     from PIL import Image
 
     from earl_ros.model.errors import EmptyQueryError, ModelDirError
-    from earl_ros.model.images import load_image
+    from earl_ros.model.images import check_frame_shape, load_image
     from earl_ros.model.manifest import Manifest
 
     # Cheap checks first: a bad model dir, query or image is reported before torch is even imported.
@@ -49,6 +53,7 @@ def run(args) -> dict:
         raise EmptyQueryError("the query is empty")
     Manifest.load(model)
     img = load_image(args.image)
+    check_frame_shape(*img.shape[:2])
 
     _quiet_transformers()
     from earl_ros.model.overlay import draw_overlay
@@ -57,6 +62,9 @@ def run(args) -> dict:
     pipe = EarlPipeline.from_dir(model, device=args.device, mask_backend=args.mask_backend)
     g = pipe.answer(img, args.query)
     result = g.to_json()
+    result["error_code"] = _answer_error_code(g)
+    if result["error_code"] != "OK":
+        result["raw_text"] = g.raw_text
     result["parse_status"] = g.parse_status
     result["query_truncated"] = bool(g.query_truncated)
     result["image_size"] = [int(g.image_size[0]), int(g.image_size[1])]
@@ -69,6 +77,17 @@ def run(args) -> dict:
         Image.fromarray(draw_overlay(img, g)).save(out / "overlay.png")
         result["files"] = {"mask": str(out / "mask.png"), "overlay": str(out / "overlay.png")}
     return result
+
+
+def _answer_error_code(g) -> str:
+    from earl_ros.model.errors import UnparseableAnswerError
+    from earl_ros.model.pipeline import require_answer
+
+    try:
+        require_answer(g)
+    except UnparseableAnswerError as e:
+        return e.code
+    return "OK"
 
 
 def _quiet_transformers() -> None:
@@ -97,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"earl-infer: error: {msg}", file=sys.stderr)
         return 2
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    if result["error_code"] != "OK":
+        print(f"earl-infer: error: {result['error_code']}: the model's output is not an answer "
+              f"(parse status {result['parse_status']}); raw_text in the JSON", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,6 +12,7 @@ else "camera"). Stops after the source ends (or --max-frames), or on SIGINT/SIGT
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Iterator
 import numpy as np
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
+# sensor_msgs/Image fields besides the pixels (header, sizes, encoding string), CDR-serialised,
+# plus the RTPS submessage headers: generously rounded up.
+MESSAGE_OVERHEAD = 4096
 
 
 def parse_args(argv=None):
@@ -103,6 +107,118 @@ def _convert(rgb: np.ndarray, encoding: str, size: tuple[int, int] | None) -> np
     return np.ascontiguousarray(rgb)
 
 
+def _too_large(msg, limit: int | None, encoding: str) -> bool:
+    """Print why and return True when the frame exceeds what the shared-memory profile carries."""
+    if limit is None or len(msg.data) + MESSAGE_OVERHEAD <= limit:
+        return False
+    print(f"earl-replay: error: a {msg.width}x{msg.height} {encoding} frame is {len(msg.data) / 1e6:.1f} MB; the "
+          f"shared-memory profile ({os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')}) carries at most "
+          f"{(limit - MESSAGE_OVERHEAD) / 1e6:.1f} MB per frame. Resize with --width/--height, or raise "
+          "segment_size and maxMessageSize in the profile", file=sys.stderr)
+    return True
+
+
+class _Replay:
+    """One replay run: a publisher, the source, and the count of frames sent."""
+
+    def __init__(self, args, source: Path):
+        import rclpy
+        from rclpy.node import Node
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from earl_ros.ros.env import shm_message_limit
+
+        self.args, self.source, self.sent, self._last_ns = args, source, 0, 0
+        self.size = (args.width, args.height) if args.width > 0 and args.height > 0 else None
+        self.limit = shm_message_limit()
+        rclpy.init(args=["earl-replay"])
+        self.node = Node("earl_replay", use_global_arguments=False)
+        qos = QoSProfile(depth=args.depth, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE if args.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        self.pub = self.node.create_publisher(Image, args.topic, qos)
+        self.log = (lambda *a: None) if args.quiet else (lambda *a: print("[earl-replay]", *a, file=sys.stderr, flush=True))
+
+    def wait_for_subscribers(self) -> None:
+        import rclpy
+
+        n, deadline = self.args.wait_subscribers, time.monotonic() + self.args.wait_timeout
+        while n > 0 and self.pub.get_subscription_count() < n and time.monotonic() < deadline:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        if self.pub.get_subscription_count() < n:
+            self.log(f"warning: {self.pub.get_subscription_count()} subscriber(s) after {self.args.wait_timeout} s; "
+                     "publishing anyway")
+
+    def run(self) -> int:
+        """Publish until the source ends (or --max-frames, or a signal); the exit status."""
+        import rclpy
+
+        args, period, t_next = self.args, 1.0 / self.args.rate, time.monotonic()
+        self.log(f"publishing {self.source} ({kind_of(self.source)}) on {args.topic} at {args.rate} Hz")
+        while rclpy.ok():
+            any_frame = False
+            for rgb, bag_frame_id in iter_source(self.source, args.bag_topic):
+                any_frame = True
+                time.sleep(max(0.0, t_next - time.monotonic()))
+                t_next = max(t_next + period, time.monotonic() - period)  # no burst after a stall
+                status = self._publish_one(rgb, bag_frame_id)
+                if status is not None:
+                    return status
+                if self._enough() or not rclpy.ok():
+                    break
+            if not any_frame:
+                print(f"earl-replay: error: {self.source} holds no frames", file=sys.stderr)
+                return 2
+            if not args.loop or self._enough():
+                break
+        self._flush()
+        self.log(f"published {self.sent} frames")
+        return 0
+
+    def _enough(self) -> bool:
+        return bool(self.args.max_frames and self.sent >= self.args.max_frames)
+
+    def _publish_one(self, rgb, bag_frame_id) -> int | None:
+        """Publish one frame; an exit status when replay must stop (frame too large), else None."""
+        import rclpy
+        from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+        from earl_ros.ros.conversions import array_to_image, ns_to_stamp
+
+        msg = array_to_image(_convert(rgb, self.args.encoding, self.size), self.args.encoding)
+        if _too_large(msg, self.limit, self.args.encoding):
+            return 2
+        self._last_ns = max(self.node.get_clock().now().nanoseconds, self._last_ns + 1)
+        msg.header.stamp = ns_to_stamp(self._last_ns)
+        msg.header.frame_id = self.args.frame_id or bag_frame_id or "camera"
+        try:
+            self.pub.publish(msg)
+        except _rclpy.RCLError:
+            if rclpy.ok():
+                raise
+            return 0  # SIGINT/SIGTERM shut the context down between ok() and publish()
+        self.sent += 1
+        return None
+
+    def _flush(self) -> None:
+        """Let reliable readers fetch the last samples before the writer goes away."""
+        import rclpy
+
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and rclpy.ok():
+            try:
+                if self.pub.wait_for_all_acked(timeout=rclpy.duration.Duration(seconds=0.2)):
+                    break
+            except Exception:  # noqa: BLE001 - best-effort publishers have nothing to ack
+                break
+
+    def close(self) -> None:
+        import rclpy
+
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     source = Path(args.source)
@@ -112,74 +228,20 @@ def main(argv=None) -> int:
     if args.rate <= 0:
         print("earl-replay: error: --rate must be > 0", file=sys.stderr)
         return 2
-    size = (args.width, args.height) if args.width > 0 and args.height > 0 else None
     from earl_ros.ros.env import safe_env
 
     safe_env(shm=not args.no_shm)
-    import rclpy
     from rclpy.executors import ExternalShutdownException
-    from rclpy.node import Node
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
 
-    from earl_ros.ros.conversions import array_to_image, ns_to_stamp
-
-    rclpy.init(args=["earl-replay"])
-    node = Node("earl_replay", use_global_arguments=False)
-    qos = QoSProfile(depth=args.depth, history=HistoryPolicy.KEEP_LAST,
-                     reliability=ReliabilityPolicy.RELIABLE if args.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-    pub = node.create_publisher(Image, args.topic, qos)
-    clock = node.get_clock()
-    sent, last_ns = 0, 0
-    log = (lambda *a: None) if args.quiet else (lambda *a: print("[earl-replay]", *a, file=sys.stderr, flush=True))
+    replay = _Replay(args, source)
     try:
-        if args.wait_subscribers > 0:
-            deadline = time.monotonic() + args.wait_timeout
-            while pub.get_subscription_count() < args.wait_subscribers and time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.05)
-            if pub.get_subscription_count() < args.wait_subscribers:
-                log(f"warning: {pub.get_subscription_count()} subscriber(s) after {args.wait_timeout} s; publishing anyway")
-        period = 1.0 / args.rate
-        t_next = time.monotonic()
-        log(f"publishing {source} ({kind_of(source)}) on {args.topic} at {args.rate} Hz")
-        while rclpy.ok():
-            any_frame = False
-            for rgb, bag_frame_id in iter_source(source, args.bag_topic):
-                any_frame = True
-                now = time.monotonic()
-                if now < t_next:
-                    time.sleep(t_next - now)
-                t_next = max(t_next + period, time.monotonic() - period)  # no burst after a stall
-                stamp_ns = max(clock.now().nanoseconds, last_ns + 1)
-                last_ns = stamp_ns
-                msg = array_to_image(_convert(rgb, args.encoding, size), args.encoding)
-                msg.header.stamp = ns_to_stamp(stamp_ns)
-                msg.header.frame_id = args.frame_id or bag_frame_id or "camera"
-                pub.publish(msg)
-                sent += 1
-                if args.max_frames and sent >= args.max_frames or not rclpy.ok():
-                    break
-            if not any_frame:
-                print(f"earl-replay: error: {source} holds no frames", file=sys.stderr)
-                return 2
-            if not args.loop or (args.max_frames and sent >= args.max_frames):
-                break
-        # let reliable readers fetch the last samples before the writer goes away
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and rclpy.ok():
-            try:
-                if pub.wait_for_all_acked(timeout=rclpy.duration.Duration(seconds=0.2)):
-                    break
-            except Exception:  # noqa: BLE001 - best-effort publishers have nothing to ack
-                break
-        log(f"published {sent} frames")
-        return 0
+        replay.wait_for_subscribers()
+        return replay.run()
     except (KeyboardInterrupt, ExternalShutdownException):
-        log(f"interrupted after {sent} frames")
+        replay.log(f"interrupted after {replay.sent} frames")
         return 0
     finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+        replay.close()
 
 
 if __name__ == "__main__":

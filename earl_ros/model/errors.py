@@ -71,6 +71,18 @@ class BusyError(EarlError):
     code = "BUSY"
 
 
+class FrameTooOldError(EarlError):
+    """A query about "now" whose newest frame arrived longer ago than `max_frame_age` allows."""
+
+    code = "FRAME_TOO_OLD"
+
+
+class UnparseableAnswerError(EarlError):
+    """The response model wrote nothing the answer grammar can use (no entity, no no-target)."""
+
+    code = "UNPARSEABLE_ANSWER"
+
+
 ERROR_CODES = (
     "OK",
     EarlError.code,
@@ -83,4 +95,6 @@ ERROR_CODES = (
     ModelDirError.code,
     BackendUnavailableError.code,
     BusyError.code,
+    FrameTooOldError.code,
+    UnparseableAnswerError.code,
 )

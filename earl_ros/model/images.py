@@ -18,6 +18,25 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidImageError
 
+# The smallest and most elongated frames the models take. 28 px is one merged Qwen2.5-VL patch
+# (14 px x merge 2); below about 4 px transformers' processors even misread the layout (a 3-row
+# frame looks channels-first). Qwen's processor refuses aspect ratios over 200, and after the
+# downscale to `max_image_side` rounding pushes a 1:200 frame past that; 1:20 covers every camera
+# (32:9 ultra-wide is 1:3.6) with a wide margin and leaves the segmenter's short side >= 50 px.
+MIN_FRAME_SIDE = 28
+MAX_FRAME_ASPECT = 20.0
+
+
+def check_frame_shape(height: int, width: int) -> None:
+    """Raise InvalidImageError (with the bound) for a frame the models cannot take."""
+    h, w = int(height), int(width)
+    if min(h, w) < MIN_FRAME_SIDE:
+        raise InvalidImageError(
+            f"frame is {w}x{h}; both sides must be at least {MIN_FRAME_SIDE} px")
+    if max(h, w) / min(h, w) > MAX_FRAME_ASPECT:
+        raise InvalidImageError(
+            f"frame is {w}x{h} (aspect ratio {max(h, w) / min(h, w):.1f}); the most elongated frame the "
+            f"models take is 1:{MAX_FRAME_ASPECT:g}")
 
 
 def _from_pil(img: Image.Image) -> np.ndarray:

@@ -20,12 +20,29 @@ import time
 
 import numpy as np
 
-from .errors import EmptyQueryError
-from .images import fit_within, load_image
+from .errors import EmptyQueryError, UnparseableAnswerError
+from .images import check_frame_shape, fit_within, load_image
 from .manifest import Manifest
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
 from .types import Grounding, Interaction
 from .vlm import CoarseModel, ResponseModel, boxes_to_original
+
+
+RAW_TEXT_IN_ERRORS = 300  # characters of the model's own text quoted in an UNPARSEABLE_ANSWER message
+
+
+def require_answer(g: Grounding) -> Grounding:
+    """Raise UnparseableAnswerError unless `g` names an entity or says there is no target.
+
+    An empty answer with no_target false is no answer: callers must not report it as success.
+    The message quotes the model's text (truncated) so the failure can be read.
+    """
+    if g.entities or g.no_target:
+        return g
+    raw = g.raw_text if len(g.raw_text) <= RAW_TEXT_IN_ERRORS else g.raw_text[:RAW_TEXT_IN_ERRORS] + "..."
+    why = ("every box it named fell outside the frame" if g.parse_status == "ok"
+           else f"parse status {g.parse_status}")
+    raise UnparseableAnswerError(f"the response model's output is not an answer ({why}); it wrote: {raw!r}")
 
 
 class EarlPipeline:
@@ -86,6 +103,7 @@ class EarlPipeline:
     # ---- stages ----
     def _work_image(self, frame) -> tuple[np.ndarray, np.ndarray]:
         img = load_image(frame)
+        check_frame_shape(*img.shape[:2])
         work, _ = fit_within(img, self.max_image_side)
         return img, work
 

@@ -24,6 +24,7 @@ def response_to_json(resp) -> dict:
         "boxes": boxes,
         "scores": [round(float(s), 4) for s in r.scores],
         "no_target": bool(r.no_target),
+        "parse_status": r.parse_status,
         "description": r.description,
         "timings_ms": {k: round(float(v), 2) for k, v in zip(r.timing_names, r.timing_ms)},
         "mask_shape": [int(resp.mask.height), int(resp.mask.width)],

@@ -57,3 +57,32 @@ def safe_env(env: dict | None = None, shm: bool = True, quiet: bool = False) -> 
     if prefix not in ament.split(os.pathsep):
         target["AMENT_PREFIX_PATH"] = os.pathsep.join([p for p in (prefix, ament) if p])
     return target
+
+
+def shm_message_limit(env: dict | None = None) -> int | None:
+    """The largest message (bytes) the Fast DDS profile in use carries in one shared-memory send.
+
+    None when no profile file is set or it configures no SHM transport (Fast DDS defaults, where
+    large frames fragment over UDP). A frame larger than this is not delivered on its first send,
+    so the tools refuse it instead of sending it into the void.
+    """
+    path = (os.environ if env is None else env).get(PROFILE_VAR)
+    if not path or not Path(path).is_file():
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None
+    limits = []
+    for desc in root.iter():
+        if not desc.tag.endswith("transport_descriptor"):
+            continue
+        fields = {child.tag.split("}")[-1]: (child.text or "").strip() for child in desc}
+        if fields.get("type") != "SHM":
+            continue
+        for key in ("maxMessageSize", "segment_size"):
+            if fields.get(key, "").isdigit():
+                limits.append(int(fields[key]))
+    return min(limits) if limits else None

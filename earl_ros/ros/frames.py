@@ -34,6 +34,13 @@ class Frame:
     def stamp(self) -> float:
         return self.stamp_ns * 1e-9
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes this frame keeps alive in the buffer (pixels, or the compressed payload)."""
+        if isinstance(self.data, np.ndarray):
+            return int(self.data.nbytes)
+        return len(getattr(self.data, "data", b""))
+
     def rgb(self) -> np.ndarray:
         """RGB uint8 [H, W, 3], converted once and cached (raises InvalidImageError)."""
         with self._lock:
@@ -53,16 +60,23 @@ class Rejection:
 
 
 class FrameBuffer:
-    """Latest slot + ring buffer of the last `capacity` valid frames, ordered by stamp."""
+    """Latest slot + ring buffer of the last `capacity` valid frames, ordered by stamp.
+
+    The buffer is bounded twice: by frame count and by bytes (`max_bytes`), so a camera that
+    switches to 4K does not multiply the node's memory; the oldest frames go first, the newest
+    always stays.
+    """
 
     # A stamp this far before the newest one means the source restarted (a looping bag, a new
     # camera session): the buffer is cleared instead of mixing two timelines.
     TIME_JUMP_NS = 5_000_000_000
 
-    def __init__(self, capacity: int = 30):
+    def __init__(self, capacity: int = 30, max_bytes: int = 512 << 20):
         self._lock = threading.Lock()
         self._new = threading.Condition(self._lock)
         self._capacity = max(1, int(capacity))
+        self._max_bytes = max(1, int(max_bytes))
+        self._bytes = 0
         self._frames: list[Frame] = []  # sorted by stamp_ns
         self._latest: Frame | None = None
         self._rejected: Rejection | None = None
@@ -75,6 +89,11 @@ class FrameBuffer:
     def set_capacity(self, capacity: int) -> None:
         with self._lock:
             self._capacity = max(1, int(capacity))
+            self._evict()
+
+    def set_max_bytes(self, max_bytes: int) -> None:
+        with self._lock:
+            self._max_bytes = max(1, int(max_bytes))
             self._evict()
 
     def next_seq(self) -> int:
@@ -91,14 +110,17 @@ class FrameBuffer:
                     self.counters["time_jumps"] += 1
                     self.counters["evicted"] += len(self._frames)
                     self._frames.clear()
+                    self._bytes = 0
                 elif frame.stamp_ns < self._latest.stamp_ns:
                     self.counters["out_of_order"] += 1
             i = bisect.bisect_left([f.stamp_ns for f in self._frames], frame.stamp_ns)
             if i < len(self._frames) and self._frames[i].stamp_ns == frame.stamp_ns:
                 self.counters["duplicate_stamp"] += 1
+                self._bytes -= self._frames[i].nbytes
                 self._frames[i] = frame
             else:
                 self._frames.insert(i, frame)
+            self._bytes += frame.nbytes
             self._evict()
             if self._latest is None or frame.seq > self._latest.seq:
                 self._latest = frame
@@ -121,10 +143,16 @@ class FrameBuffer:
             self.counters[key] += n
 
     def _evict(self) -> None:
-        extra = len(self._frames) - self._capacity
-        if extra > 0:
-            del self._frames[:extra]
-            self.counters["evicted"] += extra
+        """Drop the oldest frames beyond the count bound, then while over the byte bound."""
+        n = max(0, len(self._frames) - self._capacity)
+        freed = sum(f.nbytes for f in self._frames[:n])
+        while n < len(self._frames) - 1 and self._bytes - freed > self._max_bytes:
+            freed += self._frames[n].nbytes
+            n += 1
+        if n:
+            del self._frames[:n]
+            self._bytes -= freed
+            self.counters["evicted"] += n
 
     def _note_arrival(self, t: float) -> None:
         self._arrivals.append(t)
@@ -197,6 +225,7 @@ class FrameBuffer:
                 "rejections": dict(self.rejections_by_code),
                 "rate_hz": rate,
                 "buffered": len(self._frames),
+                "buffered_bytes": self._bytes,
                 "latest": self._latest,
                 "last_rejection": self._rejected,
             }

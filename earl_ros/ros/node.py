@@ -4,8 +4,11 @@ Threads (see README.md, "ROS interface"):
 - main thread: SingleThreadedExecutor spinning node `earl` (image intake, parameters,
   /diagnostics timer). Intake callbacks only validate and buffer; nothing heavy runs here.
 - coarse worker: takes the newest frame, runs `pipeline.describe`, publishes `interaction`.
-- query executor thread(s): node `earl_query` (same namespace) serves the `query` service on its
-  own executor, so a query never blocks intake; model calls are limited to `query_workers`.
+- query executor thread: node `earl_query` (same namespace) serves the `query` service on its own
+  SingleThreadedExecutor. Its handler only validates a request, picks the frame and admits it to
+  the FIFO query queue (or answers at once: a validation error, or BUSY when the queue is full);
+  the executor is never blocked, so requests never pile up in DDS, where they could be overwritten.
+- query workers (`query_workers` threads): answer queued requests in arrival order.
 All published messages carry the source frame's header.
 """
 from __future__ import annotations
@@ -22,35 +25,53 @@ import numpy as np
 import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
+from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 
-from earl_ros.model.overlay import draw_overlay
+from earl_ros.live.query_queue import QueryQueue, Ticket
 from earl_ros.model.errors import (
     BusyError,
     EarlError,
     EmptyQueryError,
+    FrameTooOldError,
     StaleDescriptionError,
 )
+from earl_ros.model.images import check_frame_shape
 
 from . import params as P
 from . import response_retry
-from .conversions import array_to_image, image_to_array, stamp_to_ns
+from .conversions import image_to_array, stamp_to_ns
+from .diagnostics import PipelineHealth, diagnostic_array
 from .errors import InvalidRequestError, QueryTooLongError
 from .frames import Frame, FrameBuffer
+from .result_publisher import ResultPublisher
+from .results import fill_result, set_timings
 
 SERVICE_NAME = "query"
 QUERY_NODE_NAME = "earl_query"
 
 
-def _percentile(values, q):
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+# Requests are taken off DDS as they arrive and queued in the node (QueryQueue), so the service's
+# DDS history must never overwrite one that is not taken yet: keep all, reliable.
+SERVICE_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+EXPIRY_PERIOD_S = 0.1  # how often queued requests are checked against query_timeout
+
+
+class _Pending:
+    """What a queued request carries to the worker that answers it."""
+
+    __slots__ = ("request", "response", "query", "frame", "future", "t_start", "timings")
+
+    def __init__(self, request, response, query: str, frame: Frame, t_start: float, timings: dict):
+        self.request, self.response, self.query, self.frame = request, response, query, frame
+        self.future = Future()
+        self.t_start, self.timings = t_start, timings
 
 
 class _StartupFailed(Exception):
@@ -64,36 +85,13 @@ class StartupError(RuntimeError):
 class EarlNode(Node):
     def __init__(self, pipeline=None, pipeline_factory=None, **node_kwargs):
         super().__init__("earl", **node_kwargs)
-        for p in P.PARAMS:
-            self.declare_parameter(p.name, p.default, P.descriptor(p))
-        for p in P.PARAMS:
-            err = P.validate(p.name, self.get_parameter(p.name).value)
-            if err:
-                raise StartupError(err + " (fix it in the params file, e.g. config/earl.yaml)")
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        g = lambda n: self.get_parameter(n).value  # noqa: E731
-
-        # ---- model (fail fast with the model layer's one-line error)
-        if pipeline is None:
-            model_dir = g("model_dir")
-            if not model_dir:
-                from earl_ros.model.manifest import default_model_dir
-
-                model_dir = str(default_model_dir() or "")
-            if not model_dir:
-                raise StartupError("parameter model_dir is empty: pass --model DIR to earl-launch, "
-                                   "model_dir:=DIR to the launch file, or set it in the params file")
-            if pipeline_factory is None:
-                from earl_ros.model.pipeline import EarlPipeline
-
-                pipeline_factory = EarlPipeline.from_dir
-            pipeline = pipeline_factory(model_dir, device=g("device"), mask_backend=g("mask_backend"))
-        self.pipeline = pipeline
-        self.model_id = str(getattr(pipeline, "model_id", ""))
-        self.descriptor_dim = int(getattr(pipeline, "descriptor_dim", 0))
+        self._declare_parameters()
+        self.pipeline = pipeline if pipeline is not None else self._load_pipeline(pipeline_factory)
+        self.model_id = str(getattr(self.pipeline, "model_id", ""))
+        self.descriptor_dim = int(getattr(self.pipeline, "descriptor_dim", 0))
 
         # ---- state
-        self.frames = FrameBuffer(g("buffer_size"))
+        self.frames = FrameBuffer(self._p("buffer_size"), self._p("buffer_max_mb") << 20)
         self._desc_lock = threading.Lock()
         self._interaction = None  # earl_ros.model.types.Interaction of the rolling description
         self._interaction_header = None
@@ -106,14 +104,42 @@ class EarlNode(Node):
         self._query_ms = deque(maxlen=200)
         self._query_counts: Counter = Counter()
         self._query_lock = threading.Lock()
-        self._model_slots = threading.Semaphore(g("query_workers"))
+        self.queue = QueryQueue(self._p("max_pending_queries"), self._on_ticket_refused)
         self._stop = threading.Event()
-        self._pub_queue: deque = deque(maxlen=4)
-        self._pub_cv = threading.Condition()
-        self._pub_dropped = 0
-        self._pub_ms = deque(maxlen=200)
 
-        # ---- publishers (relative names: namespace from the launcher)
+        self._create_publishers()
+        self._create_camera_input()
+        self.diag_timer = self.create_timer(self._p("diagnostics_period"), self._publish_diagnostics)
+        self._create_query_service()
+        self._coarse_thread = threading.Thread(target=self._coarse_loop, name="earl-coarse", daemon=True)
+
+    def _declare_parameters(self) -> None:
+        for p in P.PARAMS:
+            self.declare_parameter(p.name, p.default, P.descriptor(p))
+        for p in P.PARAMS:
+            err = P.validate(p.name, self.get_parameter(p.name).value)
+            if err:
+                raise StartupError(err + " (fix it in the params file, e.g. config/earl.yaml)")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load_pipeline(self, pipeline_factory):
+        """The model layer's pipeline from `model_dir` (fails fast with its one-line error)."""
+        model_dir = self._p("model_dir")
+        if not model_dir:
+            from earl_ros.model.manifest import default_model_dir
+
+            model_dir = str(default_model_dir() or "")
+        if not model_dir:
+            raise StartupError("parameter model_dir is empty: pass --model DIR to earl-launch, "
+                               "model_dir:=DIR to the launch file, or set it in the params file")
+        if pipeline_factory is None:
+            from earl_ros.model.pipeline import EarlPipeline
+
+            pipeline_factory = EarlPipeline.from_dir
+        return pipeline_factory(model_dir, device=self._p("device"), mask_backend=self._p("mask_backend"))
+
+    def _create_publishers(self) -> None:
+        """Relative names: the namespace comes from the launcher."""
         from earl_interfaces.msg import InteractionDescription, QueryResult
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
@@ -121,58 +147,67 @@ class EarlNode(Node):
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
         self.pub_interaction = self.create_publisher(InteractionDescription, "interaction", 10)
-        self.pub_answer = self.create_publisher(QueryResult, "answer", 10)
-        self.pub_mask = self.create_publisher(Image, "mask", out_qos)
-        self.pub_overlay = self.create_publisher(Image, "overlay", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        pubs = {"answer": self.create_publisher(QueryResult, "answer", 10),
+                "mask": self.create_publisher(Image, "mask", out_qos),
+                "overlay": self.create_publisher(Image, "overlay", out_qos)}
+        self.results = ResultPublisher(self._publish, pubs, self._p, self.get_logger(), self._stop)
 
-        # ---- camera input on this node (SingleThreadedExecutor in main())
+    def _create_camera_input(self) -> None:
+        """Camera input on this node, spun by the SingleThreadedExecutor in main()."""
+        from sensor_msgs.msg import Image
+
         in_qos = QoSProfile(
-            depth=g("qos_depth"), history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
-            reliability=(ReliabilityPolicy.BEST_EFFORT if g("qos_reliability") == "best_effort"
+            depth=self._p("qos_depth"), history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
+            reliability=(ReliabilityPolicy.BEST_EFFORT if self._p("qos_reliability") == "best_effort"
                          else ReliabilityPolicy.RELIABLE),
         )
-        if g("image_transport") == "compressed":
+        if self._p("image_transport") == "compressed":
             from sensor_msgs.msg import CompressedImage
 
             self.sub = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, in_qos)
         else:
             self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.diag_timer = self.create_timer(g("diagnostics_period"), self._publish_diagnostics)
 
-        # ---- query service on its own node + executor (never blocks intake)
+    def _create_query_service(self) -> None:
+        """The query service on its own node + executor (never blocks intake) and the query workers."""
         from earl_interfaces.srv import Query
 
         self.query_node = Node(QUERY_NODE_NAME, namespace=self.get_namespace(), context=self.context,
                                use_global_arguments=False, start_parameter_services=False)
         self.query_srv = self.query_node.create_service(
-            Query, SERVICE_NAME, self._on_query, callback_group=ReentrantCallbackGroup())
+            Query, SERVICE_NAME, self._on_query, qos_profile=SERVICE_QOS, callback_group=ReentrantCallbackGroup())
         response_retry.install(self.query_srv, self._on_response_event)
-        self.query_executor = MultiThreadedExecutor(num_threads=g("max_pending_queries"), context=self.context)
+        # a worker that finishes a request wakes the executor, which then sends the response
+        self._wake = self.query_node.create_guard_condition(lambda: None)
+        self.query_node.create_timer(EXPIRY_PERIOD_S, self.queue.expire_overdue)
+        self.query_executor = SingleThreadedExecutor(context=self.context)
         self.query_executor.add_node(self.query_node)
         self._query_thread = threading.Thread(target=self._spin_queries, name="earl-query", daemon=True)
-        self._coarse_thread = threading.Thread(target=self._coarse_loop, name="earl-coarse", daemon=True)
-        self._pub_thread = threading.Thread(target=self._publish_loop, name="earl-publish", daemon=True)
+        self._workers = [threading.Thread(target=self._query_worker, name=f"earl-worker-{i}", daemon=True)
+                         for i in range(self._p("query_workers"))]
 
     # ================================================================ lifecycle
     def start(self) -> None:
+        for w in self._workers:
+            w.start()
         self._query_thread.start()
         self._coarse_thread.start()
-        self._pub_thread.start()
+        self.results.thread.start()
         self.get_logger().info(
             f"earl ready: model {self.model_id!r}, service {self.query_srv.service_name}, "
             f"image topic {self.sub.topic_name}")
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self.queue.close()
         self.frames.wake_all()
-        with self._pub_cv:
-            self._pub_cv.notify_all()
+        self.results.wake()
         try:
             self.query_executor.shutdown(timeout_sec=timeout)
         except Exception:  # noqa: BLE001 - shutting down anyway
             pass
-        for t in (self._coarse_thread, self._query_thread, self._pub_thread):
+        for t in (self._coarse_thread, self._query_thread, self.results.thread, *self._workers):
             if t.is_alive():
                 t.join(timeout)
 
@@ -215,6 +250,8 @@ class EarlNode(Node):
         for c in changes:
             if c.name == "buffer_size":
                 self.frames.set_capacity(c.value)
+            elif c.name == "buffer_max_mb":
+                self.frames.set_max_bytes(c.value << 20)
         return SetParametersResult(successful=True)
 
     # ================================================================ intake (executor thread)
@@ -224,6 +261,7 @@ class EarlNode(Node):
         stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
             arr = image_to_array(msg)
+            check_frame_shape(*arr.shape[:2])
         except EarlError as e:
             self.frames.reject(stamp_ns, seq, e)
             self.get_logger().warning(f"rejected frame: {e}", throttle_duration_sec=5.0)
@@ -313,7 +351,7 @@ class EarlNode(Node):
             latency_ms=float(inter.latency_ms), lag_s=float(lag))
         self._publish(self.pub_interaction, msg)
 
-    # ================================================================ queries (query executor)
+    # ================================================================ queries: admission (query executor)
     def _on_response_event(self, event: str, attempts: int) -> None:
         """Counted under queries_by_code (RESPONSE_RESENT / RESPONSE_LOST) in /diagnostics."""
         with self._query_lock:
@@ -324,29 +362,34 @@ class EarlNode(Node):
         else:
             self.get_logger().info(f"query response delivered on attempt {attempts} (client was still matching)")
 
-    def _on_query(self, request, response):
+    async def _on_query(self, request, response):
+        """Admit the request to the queue (or answer it at once) and wait, without blocking, for its answer.
+
+        A coroutine: rclpy's executor resumes it when a worker has answered (the worker triggers
+        `_wake`), then sends the response. Every request leaves here with exactly one response.
+        """
         t_start = time.perf_counter()
-        code = "OK"
         try:
-            self._answer(request, response, t_start)
-            response.success, response.error_code, response.message = True, "OK", ""
+            pending = self._admit(request, response, t_start)
+            self.queue.submit(pending, self._p("query_timeout"))
         except EarlError as e:
-            code = e.code
-            response.success, response.error_code, response.message = False, e.code, e.message
-        except Exception as e:  # noqa: BLE001 - the node never dies on input
-            code = "INTERNAL"
-            response.success, response.error_code = False, "INTERNAL"
-            response.message = f"{type(e).__name__}: {e}"
-            if not self._shutting_down():
-                self.get_logger().error("query crashed:\n" + traceback.format_exc())
-        total = (time.perf_counter() - t_start) * 1e3
-        with self._query_lock:
-            self._query_counts[code] += 1
-            if code == "OK":
-                self._query_ms.append(total)
-        if not response.success:
-            self.get_logger().info(f"query failed: {response.error_code}: {response.message[:200]}")
+            self._finish(response, t_start, e)
+            return response
+        await pending.future
         return response
+
+    def _admit(self, request, response, t_start: float) -> _Pending:
+        """Validate the request and pick its frame now (the frame current when it was asked)."""
+        query, stamp_ns = self._check_query(request)
+        frame = self.frames.select(stamp_ns, int(self._p("stamp_tolerance") * 1e9))
+        response.header = frame.header
+        max_age = self._p("max_frame_age")
+        arrived = time.monotonic() - frame.received_mono
+        if stamp_ns == 0 and max_age > 0 and arrived > max_age:
+            raise FrameTooOldError(
+                f"the newest camera frame arrived {arrived:.2f} s ago (max_frame_age {max_age} s): the camera "
+                "stalled or newer frames were lost in transport (see frames_rejected in /diagnostics)")
+        return _Pending(request, response, query, frame, t_start, {"frame_age": self._frame_age_s(frame) * 1e3})
 
     def _check_query(self, request) -> tuple[str, int]:
         raw = request.query
@@ -361,6 +404,59 @@ class EarlNode(Node):
         if st.nanosec >= 1_000_000_000 or st.sec < 0:
             raise InvalidRequestError(f"invalid stamp sec={st.sec} nanosec={st.nanosec}")
         return query, stamp_to_ns(st)
+
+    def _finish(self, response, t_start: float, error: Exception | None) -> None:
+        """Set the response's status fields and count the outcome (once per request)."""
+        code = "OK"
+        if error is None:
+            response.success, response.error_code, response.message = True, "OK", ""
+        elif isinstance(error, EarlError):
+            code = error.code
+            response.success, response.error_code, response.message = False, error.code, error.message
+        else:
+            code = "INTERNAL"
+            response.success, response.error_code = False, "INTERNAL"
+            response.message = f"{type(error).__name__}: {error}"
+        with self._query_lock:
+            self._query_counts[code] += 1
+            if code == "OK":
+                self._query_ms.append((time.perf_counter() - t_start) * 1e3)
+        if not response.success:
+            self.get_logger().info(f"query failed: {response.error_code}: {response.message[:200]}")
+
+    def _release(self, pending: _Pending) -> None:
+        """Hand the finished response back to the waiting coroutine and wake the executor."""
+        pending.future.set_result(True)
+        try:
+            self._wake.trigger()
+        except Exception:  # noqa: BLE001 - the guard condition is gone once the node is destroyed
+            if not self._shutting_down():
+                raise
+
+    def _on_ticket_refused(self, ticket: Ticket, error: BusyError) -> None:
+        """The queue ended a waiting request (query_timeout, shutdown): it is answered BUSY."""
+        self._finish(ticket.payload.response, ticket.payload.t_start, error)
+        self._release(ticket.payload)
+
+    # ================================================================ queries: answering (workers)
+    def _query_worker(self) -> None:
+        while not self._shutting_down():
+            ticket = self.queue.take(timeout_s=0.5)
+            if ticket is None:
+                continue
+            pending, error = ticket.payload, None
+            pending.timings["ros_queue"] = ticket.waited_s * 1e3
+            try:
+                self._answer(pending)
+            except EarlError as e:
+                error = e
+            except Exception as e:  # noqa: BLE001 - the node never dies on input
+                error = e
+                if not self._shutting_down():
+                    self.get_logger().error("query crashed:\n" + traceback.format_exc())
+            self.queue.done(ticket)
+            self._finish(pending.response, pending.t_start, error)
+            self._release(pending)
 
     def _interaction_for(self, frame: Frame, rgb, timings):
         max_age = self._p("max_description_age")
@@ -387,168 +483,56 @@ class EarlNode(Node):
 
         return Interaction.empty(self.descriptor_dim), math.inf
 
-    def _answer(self, request, response, t_start: float) -> None:
-        from sensor_msgs.msg import RegionOfInterest
+    def _answer(self, p: _Pending) -> None:
+        from earl_ros.model.pipeline import require_answer
 
-        timings: dict[str, float] = {}
-        query, stamp_ns = self._check_query(request)
-        frame = self.frames.select(stamp_ns, int(self._p("stamp_tolerance") * 1e9))
-        response.header = frame.header
-        timings["frame_age"] = self._frame_age_s(frame) * 1e3
-
+        frame, timings, res = p.frame, p.timings, p.response.result
         t = time.perf_counter()
-        limit = self._p("query_timeout")
-        deadline = t + limit
-        while not self._model_slots.acquire(timeout=min(0.1, limit)):
-            if self._shutting_down():
-                raise BusyError("the node is shutting down")
-            if time.perf_counter() >= deadline:
-                raise BusyError(f"no query worker free within {limit} s; retry later")
-        try:
-            timings["ros_queue"] = (time.perf_counter() - t) * 1e3
-            t = time.perf_counter()
-            rgb = frame.rgb()
-            timings["ros_convert"] = (time.perf_counter() - t) * 1e3
-            inter, age = self._interaction_for(frame, rgb, timings)
-            t = time.perf_counter()
-            g = self.pipeline.answer(rgb, query, interaction=inter, stamp=frame.stamp)
-            timings["model"] = (time.perf_counter() - t) * 1e3
-        finally:
-            self._model_slots.release()
-
+        rgb = frame.rgb()
+        timings["ros_convert"] = (time.perf_counter() - t) * 1e3
+        inter, age = self._interaction_for(frame, rgb, timings)
         t = time.perf_counter()
-        res = response.result
-        res.header = frame.header
-        res.query = query
-        res.query_truncated = bool(g.query_truncated)
-        res.answer = g.answer
-        res.entities = [str(e) for e in g.entities]
-        h, w = rgb.shape[:2]
-        boxes = []
-        for b in np.asarray(g.boxes).reshape(-1, 4):
-            x1, y1, x2, y2 = (int(v) for v in b)
-            x1, y1 = max(0, min(x1, w)), max(0, min(y1, h))
-            x2, y2 = max(x1, min(x2, w)), max(y1, min(y2, h))
-            boxes.append(RegionOfInterest(x_offset=x1, y_offset=y1, width=x2 - x1, height=y2 - y1))
-        res.boxes = boxes
-        res.scores = [float(s) for s in g.scores]
-        res.no_target = bool(g.no_target)
-        res.description = g.description or inter.text
-        res.description_age_s = float(age) if math.isfinite(age) else -1.0
-        labels = g.label_map() if g.image_size and g.image_size[0] else np.zeros((h, w), np.uint8)
-        mask_msg = array_to_image(labels, "mono8", frame.header)
-        if request.return_mask:
-            response.mask = mask_msg
+        g = self.pipeline.answer(rgb, p.query, interaction=inter, stamp=frame.stamp)
+        timings["model"] = (time.perf_counter() - t) * 1e3
+        res.parse_status = str(g.parse_status)
+        set_timings(res, dict(timings, total=(time.perf_counter() - p.t_start) * 1e3), g.timings_ms)
+        require_answer(g)  # a failed answer still reports where its time went
+        t = time.perf_counter()
+        mask_msg = fill_result(res, frame.header, p.query, g, inter.text, age, rgb.shape[:2])
+        if p.request.return_mask:
+            p.response.mask = mask_msg
         timings["ros_build"] = (time.perf_counter() - t) * 1e3
-
-        for k, v in (g.timings_ms or {}).items():
-            timings.setdefault(f"model.{k}", float(v))
-        timings["total"] = (time.perf_counter() - t_start) * 1e3
-        res.timing_names = list(timings)
-        res.timing_ms = [float(v) for v in timings.values()]
-        if request.publish:
+        timings["total"] = (time.perf_counter() - p.t_start) * 1e3
+        set_timings(res, timings, g.timings_ms)
+        if p.request.publish:
             # answer / mask / overlay go out from the publisher thread: drawing the overlay must
             # not delay the service response
-            self._enqueue_publish((res, mask_msg, rgb, g, frame.header))
-
-    # ================================================================ result publisher thread
-    def _enqueue_publish(self, item) -> None:
-        with self._pub_cv:
-            if len(self._pub_queue) == self._pub_queue.maxlen:
-                self._pub_dropped += 1  # oldest result not published (counted in /diagnostics)
-            self._pub_queue.append(item)
-            self._pub_cv.notify()
-
-    def _publish_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._pub_cv:
-                while not self._pub_queue and not self._stop.is_set():
-                    self._pub_cv.wait(0.5)
-                if self._stop.is_set():
-                    return
-                res, mask_msg, rgb, g, header = self._pub_queue.popleft()
-            try:
-                t = time.perf_counter()
-                self._publish(self.pub_answer, res)
-                if self._p("publish_mask"):
-                    self._publish(self.pub_mask, mask_msg)
-                if self._p("publish_overlay"):
-                    self._publish(self.pub_overlay, array_to_image(draw_overlay(rgb, g), "rgb8", header))
-                self._pub_ms.append((time.perf_counter() - t) * 1e3)
-            except Exception:  # noqa: BLE001 - never let visualisation kill the node
-                if self._shutting_down():
-                    return
-                self.get_logger().error("publishing a result failed:\n" + traceback.format_exc(),
-                                        throttle_duration_sec=5.0)
+            self.results.enqueue(res, mask_msg, rgb, g, frame.header)
 
     # ================================================================ diagnostics
-    def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
+    def _health(self) -> PipelineHealth:
         snap = self.frames.snapshot()
-        c = snap["counters"]
         latest = snap["latest"]
-        age = self._frame_age_s(latest) if latest is not None else float("nan")
         with self._desc_lock:
             inter = self._interaction
         desc_age = (latest.stamp - inter.stamp) if (latest is not None and inter is not None
                                                     and inter.stamp is not None) else float("nan")
-        intake = list(self._intake_ms)
         with self._query_lock:
-            qms = list(self._query_ms)
-            qcounts = dict(self._query_counts)
-        coarse_alive = self._coarse_thread.is_alive()
-        query_alive = self._query_thread.is_alive()
-        values = {
-            "model_id": self.model_id,
-            "device": self._p("device"),
-            "mask_backend": self._p("mask_backend"),
-            "input_rate_hz": f"{snap['rate_hz']:.2f}",
-            "frames_received": c.get("received", 0),
-            "frames_accepted": c.get("received", 0) - c.get("rejected", 0),
-            "frames_rejected": c.get("rejected", 0),
-            "frames_rejected_by_code": ",".join(f"{k}={v}" for k, v in sorted(snap["rejections"].items())),
-            "last_rejection": "" if snap["last_rejection"] is None else str(snap["last_rejection"].error),
-            "frames_out_of_order": c.get("out_of_order", 0),
-            "frames_duplicate_stamp": c.get("duplicate_stamp", 0),
-            "frames_evicted_from_buffer": c.get("evicted", 0),
-            "time_jumps": c.get("time_jumps", 0),
-            "frames_buffered": snap["buffered"],
-            "frames_not_described": self._coarse_stats["skipped_frames"],
-            "frame_age_s": f"{age:.3f}",
-            "intake_ms_p50": f"{_percentile(intake, 50):.3f}",
-            "intake_ms_p99": f"{_percentile(intake, 99):.3f}",
-            "stamp_to_intake_ms_p50": f"{_percentile(list(self._transport_ms), 50):.2f}",
-            "stamp_to_intake_ms_p99": f"{_percentile(list(self._transport_ms), 99):.2f}",
-            "coarse_passes": self._coarse_stats["passes"],
-            "coarse_errors": self._coarse_stats["errors"],
-            "coarse_last_error": self._coarse_stats["last_error"],
-            "coarse_latency_ms_p50": f"{_percentile(list(self._coarse_latency), 50):.1f}",
-            "coarse_lag_s": f"{self._coarse_lag[-1]:.3f}" if self._coarse_lag else "nan",
-            "description_age_s": f"{desc_age:.3f}",
-            "query_latency_ms_p50": f"{_percentile(qms, 50):.1f}",
-            "query_latency_ms_p95": f"{_percentile(qms, 95):.1f}",
-            "results_publish_ms_p50": f"{_percentile(list(self._pub_ms), 50):.1f}",
-            "results_not_published": self._pub_dropped,
-            "queries_by_code": ",".join(f"{k}={v}" for k, v in sorted(qcounts.items())),
-            "coarse_worker_alive": coarse_alive,
-            "query_executor_alive": query_alive,
-        }
-        level, message = DiagnosticStatus.OK, "ok"
-        if not query_alive or (self._p("coarse_enabled") and not coarse_alive):
-            level, message = DiagnosticStatus.ERROR, "a worker thread stopped"
-        elif latest is None:
-            level, message = DiagnosticStatus.WARN, "no camera frames yet"
-        elif age > 2.0 and snap["rate_hz"] == 0.0:
-            level, message = DiagnosticStatus.WARN, f"no camera frame for {age:.1f} s"
-        elif snap["last_rejection"] is not None:
-            level, message = DiagnosticStatus.WARN, f"latest frame rejected: {snap['last_rejection'].error}"
-        st = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: pipeline",
-                              message=message, hardware_id=self.model_id,
-                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        arr = DiagnosticArray(status=[st])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+            qms, qcounts = list(self._query_ms), dict(self._query_counts)
+        return PipelineHealth(
+            model_id=self.model_id, device=self._p("device"), mask_backend=self._p("mask_backend"),
+            frames=snap, frame_age_s=self._frame_age_s(latest) if latest is not None else float("nan"),
+            description_age_s=desc_age, queue=self.queue.stats(), query_counts=qcounts, query_ms=qms,
+            coarse=dict(self._coarse_stats), coarse_latency_ms=list(self._coarse_latency),
+            coarse_lag_s=self._coarse_lag[-1] if self._coarse_lag else float("nan"),
+            intake_ms=list(self._intake_ms), transport_ms=list(self._transport_ms), publish_ms=list(self.results.publish_ms),
+            results_not_published=self.results.dropped, coarse_alive=self._coarse_thread.is_alive(),
+            coarse_enabled=self._p("coarse_enabled"),
+            workers_alive=self._query_thread.is_alive() and all(w.is_alive() for w in self._workers))
+
+    def _publish_diagnostics(self) -> None:
+        self.pub_diag.publish(diagnostic_array(self._health(), f"{self.get_fully_qualified_name()}: pipeline",
+                                               self.get_clock().now().to_msg()))
 
 
 def _quiet_model_loading() -> None:

@@ -42,6 +42,13 @@ PARAMS: tuple[Param, ...] = (
     Param("qos_depth", 5, "Image subscription history depth.", lo=1, hi=100, read_only=True),
     Param("buffer_size", 30, "Frames kept in the ring buffer by stamp (for queries with a stamp).",
           lo=1, hi=300, read_only=False),
+    Param("buffer_max_mb", 512, "Bytes the ring buffer may hold, in MiB; the oldest frames are "
+          "evicted first (counted as frames_evicted_from_buffer), the newest always stays.",
+          lo=1, hi=65536, read_only=False),
+    Param("max_frame_age", 1.0,
+          "A query about the latest frame fails with FRAME_TOO_OLD when that frame arrived more "
+          "than this many seconds ago (a stalled camera, a frame lost in transport); 0 = off.",
+          lo=0.0, hi=3600.0, read_only=False),
     Param("stamp_tolerance", 0.05,
           "A query with a stamp uses the buffered frame nearest it if within this many seconds.",
           lo=0.0, hi=10.0, read_only=False),
@@ -67,10 +74,11 @@ PARAMS: tuple[Param, ...] = (
           "segmenter) internally, so >1 only overlaps different stages; useful with spare cores or a GPU.",
           lo=1, hi=8, read_only=True),
     Param("max_pending_queries", 16,
-          "Service requests accepted at once (threads of the query executor); further requests wait "
-          "in the DDS queue.", lo=1, hi=64, read_only=True),
+          "Requests that may wait for a query worker (a FIFO served in arrival order); a request "
+          "arriving when this many wait is answered BUSY at once, with the queue length.",
+          lo=1, hi=256, read_only=True),
     Param("query_timeout", 60.0,
-          "Seconds a request may wait for a query worker before failing with BUSY.",
+          "Seconds a request may wait in the queue for a query worker before it is answered BUSY.",
           lo=0.1, hi=600.0, read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),

@@ -34,8 +34,21 @@ BIN = Path(sys.executable).parent
 assert os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST"
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_shm.xml"))
 
+EMBEDDED_MODEL = REPO / "models" / "earl-tiny-synth"  # trained: it answers in the answer grammar
 DISCOVERY_TIMEOUT = 30.0  # discovery usually takes 0.3 s, sometimes 3 s; never a fixed sleep
 STARTUP_TIMEOUT = 120.0  # node start = python + torch + tiny model load on a busy 2-core machine
+
+
+_DEMO_FRAMES: list = []
+
+
+def demo_frames() -> list:
+    """The demo clip's RGB frames (192x256), the world the embedded model was trained on."""
+    if not _DEMO_FRAMES:
+        from earl_ros.ros.bags import read_image_bag
+
+        _DEMO_FRAMES.extend(f for f, _s, _id in read_image_bag(REPO / "data" / "demo" / "clip"))
+    return _DEMO_FRAMES
 
 
 def wait_until(pred, timeout: float, step: float = 0.02, what: str = "condition"):
@@ -71,7 +84,8 @@ class NodeProcess:
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout: float = 15.0) -> int | None:

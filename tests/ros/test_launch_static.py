@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from ros_helpers import tool
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "earl.launch.py"
@@ -50,7 +53,7 @@ def test_params_file_is_the_declared_parameter_list():
 
 def test_shm_profile_is_loopback_only():
     text = (REPO / "config" / "fastdds_shm.xml").read_text()
-    assert "<segment_size>33554432</segment_size>" in text
+    assert "<segment_size>67108864</segment_size>" in text
     assert "<address>127.0.0.1</address>" in text and "UDPv4" in text
     assert "<useBuiltinTransports>false</useBuiltinTransports>" in text
 
@@ -106,3 +109,29 @@ def test_docs_cover_every_parameter_topic_and_message_field():
     for topic in ("`image`", "`image/compressed`", "`interaction`", "`answer`", "`mask`", "`overlay`",
                   "`/diagnostics`", "colcon build --base-paths . earl_interfaces"):
         assert topic in doc, topic
+
+
+def test_shm_profile_carries_a_4096x3072_rgb8_frame_and_replay_knows_the_limit():
+    from earl_ros.ros.env import shm_message_limit
+
+    limit = shm_message_limit({"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml")})
+    assert limit == 64 << 20 and 4096 * 3072 * 3 + 4096 < limit
+    assert shm_message_limit({}) is None  # Fast DDS defaults: nothing to refuse
+
+
+def test_replay_refuses_a_frame_larger_than_the_profile_carries(tmp_path):
+    """Sent anyway it would never arrive on the first send; the user gets the reason instead."""
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(folder / "f0.png")
+    profile = tmp_path / "small.xml"
+    profile.write_text((REPO / "config" / "fastdds_shm.xml").read_text()
+                       .replace("67108864", "262144"))  # 256 KiB: a 400x300 rgb8 frame is 360 KB
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(profile))
+    p = subprocess.run(tool("earl-replay") + [str(folder), "--topic", "/earl_test_too_big", "--quiet"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2, p.stdout + p.stderr
+    err = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and "earl-replay: error:" in err[0] and "400x300" in err[0] and "--width" in err[0]

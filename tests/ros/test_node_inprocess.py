@@ -27,7 +27,8 @@ from fake_pipeline import FakePipeline  # noqa: E402
 @pytest.fixture
 def harness(request):
     """EarlNode(FakePipeline) + a client node, in one process, own context and namespace."""
-    params = getattr(request, "param", [])
+    # these tests publish a frame or two and then query for seconds: frame age is tested elsewhere
+    params = ["-p", "max_frame_age:=0.0", *getattr(request, "param", [])]
     ns = f"/earl_inproc_{int(time.time() * 1000) % 100000}"
     ctx = Context()
     rclpy.init(context=ctx, args=["x", "--ros-args", "-r", f"__ns:={ns}", *params])

@@ -1,5 +1,6 @@
-"""The earl node as a real process (earl-launch + tiny model), driven by real publishers, a replay
-process and clients. Tests run in file order against one node; the last one stops it with SIGTERM.
+"""The earl node as a real process (earl-launch + the embedded model), driven by real publishers, a
+replay process and clients. Tests run in file order against one node; the last one stops it with SIGTERM.
+Frames are the demo clip's (the embedded model's world), resized to 320x240.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from ros_helpers import DISCOVERY_TIMEOUT, STARTUP_TIMEOUT, Client, NodeProcess, require_interfaces, tool, wait_until
+from ros_helpers import (DISCOVERY_TIMEOUT, EMBEDDED_MODEL, STARTUP_TIMEOUT, Client, NodeProcess, demo_frames,
+                         require_interfaces, tool, wait_until)
 
 require_interfaces()
 
@@ -20,11 +22,10 @@ H, W = 240, 320
 
 
 def frame(i: int = 0, h: int = H, w: int = W) -> np.ndarray:
-    img = np.zeros((h, w, 3), np.uint8)
-    img[:, :, 2] = 40
-    x = 20 + (i * 7) % (w // 2)
-    img[h // 4: 3 * h // 4, x: x + w // 3] = (220, 120, 60)
-    return img
+    from PIL import Image
+
+    clip = demo_frames()
+    return np.asarray(Image.fromarray(clip[(i * 7) % len(clip)]).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def stamp_ns_of(header) -> int:
@@ -32,12 +33,13 @@ def stamp_ns_of(header) -> int:
 
 
 @pytest.fixture(scope="module")
-def node(tiny_model_dir, tmp_path_factory):
+def node(tmp_path_factory):
     log = tmp_path_factory.mktemp("earl-node") / "node.log"
     # reliable intake so that a loaded CI machine does not drop the frames the tests count on
     # (the default best-effort intake is exercised by test_node_inprocess.py and the benchmark)
-    proc = NodeProcess(tiny_model_dir, log, extra=["-p", "coarse_period:=0.2", "-p", "qos_reliability:=reliable",
-                                                   "-p", "qos_depth:=30"])
+    # max_frame_age: these tests publish a frame and then query for seconds (tested in test_query_queue_node.py)
+    proc = NodeProcess(EMBEDDED_MODEL, log, extra=["-p", "coarse_period:=0.2", "-p", "qos_reliability:=reliable",
+                                                   "-p", "qos_depth:=30", "-p", "max_frame_age:=0.0"])
     yield proc
     proc.terminate()
 
@@ -222,7 +224,7 @@ def test_eight_concurrent_clients_all_get_answers(client):
 def test_mcap_bag_written_by_rosbags_drives_the_node(client, tmp_path):
     from earl_ros.ros.bags import write_image_bag
 
-    bh, bw = 120, 160
+    bh, bw = 192, 256  # the embedded model writes no answer grammar for much smaller frames
     bag = write_image_bag(tmp_path / "clip", [frame(i, bh, bw) for i in range(12)], topic="/camera/image_raw",
                           rate=30.0, frame_id="head_cam")
     assert any(bag.glob("*.mcap"))
