@@ -145,9 +145,10 @@ def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
     from earl_ros.export.onnx_export import export_decoder_onnx, random_inputs
-    from earl_ros.export.ort_runner import OrtDecoderBackend
-    from earl_ros.export.tensorrt_runner import tensorrt_available
-    from earl_ros.model.segmenter import EMBED_INPUTS, TorchDecoderBackend
+    from earl_ros.model.ort_runner import OrtDecoderBackend
+    from earl_ros.model.tensorrt_runner import tensorrt_available
+    from earl_ros.model.decoder_io import EMBED_INPUTS
+    from earl_ros.model.segmenter import TorchDecoderBackend
 
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()
@@ -171,7 +172,7 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 backends.append(("torch-cuda", TorchDecoderBackend(model, kind, "cuda")))
             if use_trt:
-                from earl_ros.export.tensorrt_runner import TrtDecoderBackend
+                from earl_ros.model.tensorrt_runner import TrtDecoderBackend
 
                 backends.append(("tensorrt-fp32", TrtDecoderBackend(onnx, kind, cache_dir=Path(tmp) / "trt")))
                 backends.append(("tensorrt-fp16", TrtDecoderBackend(onnx, kind, fp16=True, cache_dir=Path(tmp) / "trt")))

@@ -1,8 +1,8 @@
 """ROS pipeline benchmark: camera intake, queries and memory of the `earl` node (issue 3, item 6).
 
 For each resolution (640x480, 1280x720) and transport (shared-memory profile / Fast DDS defaults)
-it starts the node with `earl-launch` (coarse worker running back to back), publishes synthetic
-camera frames at 30 Hz (best effort, like a camera driver) from a separate driver process, asks a
+it starts the node with `earl-launch` (coarse worker running back to back), publishes demo-clip
+scenes resized to that resolution as camera frames at 30 Hz (best effort, like a camera driver) from a separate driver process, asks a
 query every second, and reports:
   frames published vs received by the node, intake callback p50/p99 (validation + buffering, in
   the node), stamp -> intake latency p50/p99 (serialization + transport + deserialization), frame
@@ -19,7 +19,7 @@ Then the query queue, on the embedded model with the demo clip replayed at 15 Hz
     python bench/ros_pipeline.py --quick    # about 1.5 minutes (8 s runs, 1,500-frame memory run)
 
 All processes run with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a random ROS_DOMAIN_ID (unless
-set). The tiny random-weight model is built offline (or pass --model DIR). Numbers are measured
+set). The model is the embedded one (or pass --model DIR). Numbers are measured
 on the machine it runs on; nothing is asserted.
 """
 from __future__ import annotations
@@ -47,6 +47,17 @@ TOPIC = "/bench/camera/image_raw"
 
 def pct(v, q):
     return float(np.percentile(np.asarray(v, np.float64), q)) if len(v) else float("nan")
+
+
+def demo_frames(w: int, h: int, n: int) -> list:
+    """n frames of the demo clip resized to w x h: the scenes the embedded model answers about."""
+    from PIL import Image
+
+    from earl_ros.ros.bags import read_image_bag
+
+    frames = [f for f, _s, _id in read_image_bag(REPO / "data" / "demo" / "clip")]
+    step = max(1, len(frames) // n)
+    return [np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in frames[::step][:n]]
 
 
 # =============================================================================== driver process
@@ -111,8 +122,7 @@ def driver(args) -> int:
     wait(lambda: diags, 30, "/diagnostics")
 
     w, h = args.width, args.height
-    rng = np.random.default_rng(0)
-    base = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    base = demo_frames(w, h, 4)
     msgs = [array_to_image(b, "rgb8") for b in base]
     for m in msgs:
         m.header.frame_id = "bench_cam"
@@ -154,13 +164,15 @@ def driver(args) -> int:
         res = {}
         th = threading.Thread(target=lambda: res.setdefault("sent", publish_frames(n_frames, args.rate, stop)))
         th.start()
+        unparseable = 0
         rtts, model, overhead, ages, parts = [], [], [], [], {"ros_queue": [], "ros_convert": [], "ros_build": [],
                                                                "transport": []}
         while th.is_alive():
             t_q = time.monotonic()
             q = query_once("which hand is holding something?")
-            # UNPARSEABLE_ANSWER (the random-weight model's usual outcome) ran the full model too
+            # UNPARSEABLE_ANSWER ran the full model too; counted apart in the table
             if q is not None and q[1].error_code in ("OK", "UNPARSEABLE_ANSWER"):
+                unparseable += q[1].error_code != "OK"
                 rtt, r = q
                 tm = dict(zip(r.result.timing_names, r.result.timing_ms))
                 m = tm.get("model", 0.0) + tm.get("describe", 0.0)
@@ -183,7 +195,7 @@ def driver(args) -> int:
             coarse_passes=int(d1.get("coarse_passes", 0)) - int(d0.get("coarse_passes", 0)),
             results_publish_p50=float(d1.get("results_publish_ms_p50", "nan")),
             coarse_latency_p50=float(d1.get("coarse_latency_ms_p50", "nan")),
-            queries=len(rtts), frame_age_p50=pct(ages, 50), frame_age_p95=pct(ages, 95),
+            queries=len(rtts), unparseable=unparseable, frame_age_p50=pct(ages, 50), frame_age_p95=pct(ages, 95),
             rtt_p50=pct(rtts, 50), rtt_p95=pct(rtts, 95), model_p50=pct(model, 50), model_p95=pct(model, 95),
             overhead_p50=pct(overhead, 50), overhead_p95=pct(overhead, 95),
             parts_p50={k: pct(v, 50) for k, v in parts.items()},
@@ -305,6 +317,13 @@ def run_queue(model: Path, tmp: Path, fair_duration: float) -> dict:
     return {"burst": burst, "fair": fair}
 
 
+def _others(codes: list) -> str:
+    from collections import Counter
+
+    other = Counter(c for c in codes if c not in ("OK", "BUSY", "LOST"))
+    return ", ".join(f"{k} {v}" for k, v in sorted(other.items())) or "0"
+
+
 def queue_lines(q: dict, model: str) -> list:
     burst, fair = q["burst"], q["fair"]
     codes = [r["code"] for r in burst]
@@ -314,10 +333,10 @@ def queue_lines(q: dict, model: str) -> list:
         f"## Query queue (model: {model}; camera: the demo clip replayed at 15 Hz; SHM profile; "
         "default max_pending_queries 16, query_workers 1)",
         "",
-        "| run | requests | answered | OK | BUSY | other codes | lost | round trip p50 / p95 / max ms |",
+        "| run | requests | answered | OK | BUSY | other codes (the model's) | lost | round trip p50 / p95 / max ms |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
         f"| burst: 8 clients x 5 at once | {len(codes)} | {sum(c != 'LOST' for c in codes)} | {codes.count('OK')} "
-        f"| {codes.count('BUSY')} | {sum(c not in ('OK', 'BUSY', 'LOST') for c in codes)} | {codes.count('LOST')} "
+        f"| {codes.count('BUSY')} | {_others(codes)} | {codes.count('LOST')} "
         f"| {fmt(pct(rt, 50), 0)} / {fmt(pct(rt, 95), 0)} / {fmt(max(rt) if rt else None, 0)} |",
     ]
     fcodes = [r["code"] for r in fair]
@@ -327,7 +346,7 @@ def queue_lines(q: dict, model: str) -> list:
     med = pct(service, 50)
     lines.append(
         f"| fairness: 8 clients, one outstanding each | {len(fcodes)} | {sum(c != 'LOST' for c in fcodes)} "
-        f"| {fcodes.count('OK')} | {fcodes.count('BUSY')} | {sum(c not in ('OK', 'BUSY', 'LOST') for c in fcodes)} "
+        f"| {fcodes.count('OK')} | {fcodes.count('BUSY')} | {_others(fcodes)} "
         f"| {fcodes.count('LOST')} | {fmt(pct(frt, 50), 0)} / {fmt(pct(frt, 95), 0)} / {fmt(max(frt) if frt else None, 0)} |")
     bound = 8 * med
     lines += [
@@ -349,7 +368,8 @@ def fmt(v, nd=1):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="8 s runs and a 1,500-frame memory run")
-    ap.add_argument("--model", help="model directory (default: a tiny random-weight model built offline)")
+    ap.add_argument("--model", default=str(REPO / "models" / "earl-tiny-synth"),
+                    help="model directory (default: the embedded model, which answers the demo scenes)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per intake run (default 30, quick 8)")
     ap.add_argument("--mem-frames", type=int, default=None, help="frames of the memory run (default 10000)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "ros_pipeline.md"))
@@ -376,12 +396,7 @@ def main(argv=None) -> int:
     mem_frames = args.mem_frames or (1500 if args.quick else 10000)
     os.environ.update({k: v for k, v in bench_env(True).items() if k == "ROS_DOMAIN_ID"})
     tmp = Path(tempfile.mkdtemp(prefix="earl-bench-"))
-    if args.model:
-        model = Path(args.model)
-    else:
-        from earl_ros.model.tiny import build_tiny_model_dir
-
-        model = build_tiny_model_dir(tmp / "model", seed=0, segmenter="sam")
+    model = Path(args.model)
     t_start = time.monotonic()
     if args.only_queue:
         q = run_queue(Path(args.queue_model), tmp, fair_duration)
@@ -425,14 +440,14 @@ def main(argv=None) -> int:
         "# ROS pipeline benchmark (`bench/ros_pipeline.py" + (" --quick" if args.quick else "") + "`)",
         "",
         f"Machine: {os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GB, no GPU; "
-        f"model: {'tiny random-weight (earl_ros.model.tiny)' if not args.model else args.model} on CPU; "
+        f"model: {model.name} on CPU; camera frames: demo-clip scenes resized to each resolution; "
         f"coarse worker running back to back; camera frames rgb8 at 30 Hz, best effort, {duration:.0f} s per row; "
         f"a query every second. Total run time {elapsed:.0f} s.",
         "",
         "| resolution | transport | frames published | received by node | intake callback p50 / p99 ms "
         "| stamp->intake p50 / p99 ms | frame age at query p50 ms | query p50 / p95 ms | ROS overhead p50 / p95 ms "
-        "| model compute p50 / p95 ms | coarse passes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model compute p50 / p95 ms | coarse passes | queries (unparseable) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         recv_pct = 100.0 * r["received"] / max(1, r["published"])
@@ -443,7 +458,8 @@ def main(argv=None) -> int:
             f"| {fmt(r['stamp_to_intake_p50'])} / {fmt(r['stamp_to_intake_p99'])} "
             f"| {fmt(r['frame_age_p50'])} "
             f"| {fmt(r['rtt_p50'])} / {fmt(r['rtt_p95'])} | {fmt(r['overhead_p50'])} / {fmt(r['overhead_p95'])} "
-            f"| {fmt(r['model_p50'])} / {fmt(r['model_p95'])} | {r['coarse_passes']} |")
+            f"| {fmt(r['model_p50'])} / {fmt(r['model_p95'])} | {r['coarse_passes']} "
+            f"| {r['queries']} ({r.get('unparseable', 0)}) |")
     lines += [
         "",
         "ROS overhead per query (p50 ms) by part: queue = wait for a query worker, convert = message to RGB "

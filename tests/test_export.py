@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 
 
 def _has_tensorrt():
-    from earl_ros.export.tensorrt_runner import tensorrt_available
+    from earl_ros.model.tensorrt_runner import tensorrt_available
 
     return tensorrt_available()
 
@@ -78,7 +78,7 @@ def test_onnxruntime_parity_with_torch(exported, kind):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("n", [1, 5])
 def test_dynamic_box_count_logits_match_torch(exported, kind, n):
-    from earl_ros.export.ort_runner import OrtDecoderBackend
+    from earl_ros.model.ort_runner import OrtDecoderBackend
     from earl_ros.export.parity import random_boxes, make_test_image
 
     d, out, _ = exported[kind]
@@ -132,7 +132,7 @@ def test_decoder_of_the_other_kind_is_refused(exported):
 
 
 def test_unavailable_onnxruntime_provider_is_an_error_not_a_fallback(exported):
-    from earl_ros.export.ort_runner import OrtDecoderRunner
+    from earl_ros.model.ort_runner import OrtDecoderRunner
 
     _, out, _ = exported["sam"]
     missing = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p not in ort.get_available_providers()]
@@ -143,7 +143,7 @@ def test_unavailable_onnxruntime_provider_is_an_error_not_a_fallback(exported):
 
 
 def test_provider_aliases():
-    from earl_ros.export.ort_runner import normalize_providers
+    from earl_ros.model.ort_runner import normalize_providers
 
     assert normalize_providers("cuda, cpu") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert normalize_providers(["trt", "CPUExecutionProvider"]) == ["TensorrtExecutionProvider", "CPUExecutionProvider"]
@@ -160,7 +160,7 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(exported):
 
 
 def test_engine_cache_key_covers_every_input():
-    from earl_ros.export.tensorrt_runner import box_profile, engine_cache_key
+    from earl_ros.model.tensorrt_runner import box_profile, engine_cache_key
 
     base = dict(onnx_sha256="a" * 64, precision="fp32", profile=box_profile(1, 4, 16), trt_version="10.3.0",
                 gpu_name="NVIDIA H100 sm_90")
@@ -178,8 +178,8 @@ def test_engine_cache_key_covers_every_input():
 
 
 def test_engine_cache_key_follows_the_onnx_file_hash(exported):
-    from earl_ros.export.onnx_export import file_sha256
-    from earl_ros.export.tensorrt_runner import box_profile, engine_cache_key
+    from earl_ros.model.decoder_io import file_sha256
+    from earl_ros.model.tensorrt_runner import box_profile, engine_cache_key
 
     keys = {engine_cache_key(file_sha256(exported[k][1] / "decoder.onnx"), "fp32", box_profile(), "10", "gpu")
             for k in KINDS}
@@ -193,7 +193,7 @@ def test_tensorrt_engine_builds_caches_and_matches_torch(exported, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("tensorrt is importable but there is no CUDA device")
     from earl_ros.export.parity import compare_backends, make_test_image
-    from earl_ros.export.tensorrt_runner import TrtDecoderBackend
+    from earl_ros.model.tensorrt_runner import TrtDecoderBackend
 
     d, out, _ = exported["sam2"]
     seg = Segmenter.from_pretrained(d)

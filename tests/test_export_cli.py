@@ -71,7 +71,7 @@ def test_export_earl_model_dir_uses_its_segmenter(request, tmp_path):
 
 
 def test_tensorrt_requested_where_it_is_missing_exits_2(tiny_sam_dir, tmp_path):
-    from earl_ros.export.tensorrt_runner import tensorrt_available
+    from earl_ros.model.tensorrt_runner import tensorrt_available
 
     if tensorrt_available():
         pytest.skip("tensorrt is installed here")

@@ -109,7 +109,7 @@ def test_frames_the_models_cannot_take_are_invalid_images_with_the_bound(tiny_mo
     ],
 )
 def test_errors_are_one_line_on_stderr_with_exit_code_2(tiny_model_dir, image_file, args, needle):
-    pytest.importorskip("earl_ros.export.tensorrt_runner")
+    pytest.importorskip("earl_ros.model.tensorrt_runner")
     args = [a.replace("{tiny}", str(tiny_model_dir)) for a in args]
     if needle == "BACKEND_UNAVAILABLE":
         try:

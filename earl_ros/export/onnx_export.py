@@ -13,14 +13,14 @@ than the one used at export).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from earl_ros.model.segmenter import BOXES_INPUT, EMBED_INPUTS, OUTPUTS, build_prompt_mask_decoder
+from earl_ros.model.decoder_io import BOXES_INPUT, EMBED_INPUTS, OUTPUTS, file_sha256
+from earl_ros.model.segmenter import build_prompt_mask_decoder
 
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
@@ -86,14 +86,6 @@ def export_decoder_onnx(model, kind: str, out_path, opset: int = DEFAULT_OPSET) 
     onnx.checker.check_model(str(out_path))
     log.info("exported %s decoder to %s (opset %d, %.1f MB)", kind, out_path, opset, out_path.stat().st_size / 1e6)
     return out_path
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["export_decoder_onnx", "embedding_shapes", "input_names", "random_inputs", "file_sha256", "DEFAULT_OPSET"]

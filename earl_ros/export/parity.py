@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from earl_ros.model.segmenter import DECODER_ONNX_NAME, Segmenter
+from earl_ros.model.decoder_io import DECODER_ONNX_NAME
+from earl_ros.model.segmenter import Segmenter
 
 from .onnx_export import DEFAULT_OPSET, export_decoder_onnx, file_sha256
 
@@ -134,10 +135,10 @@ def export_and_check(seg_dir, out_dir, opset: int = DEFAULT_OPSET, tensorrt: boo
     With tensorrt=True the TensorRT check runs first (BackendUnavailableError where it is missing),
     before anything is written. The report is also written to `out_dir`/parity.json.
     """
-    from .ort_runner import OrtDecoderBackend
+    from earl_ros.model.ort_runner import OrtDecoderBackend
 
     if tensorrt:
-        from .tensorrt_runner import require_tensorrt
+        from earl_ros.model.tensorrt_runner import require_tensorrt
 
         require_tensorrt()
     out = Path(out_dir)
@@ -164,7 +165,7 @@ def export_and_check(seg_dir, out_dir, opset: int = DEFAULT_OPSET, tensorrt: boo
     report["backends"]["onnxruntime"] = res
     report["thresholds"]["onnxruntime"] = THRESHOLDS["onnxruntime"]
     if tensorrt:
-        from .tensorrt_runner import TrtDecoderBackend
+        from earl_ros.model.tensorrt_runner import TrtDecoderBackend
 
         cache = engine_cache_dir if engine_cache_dir is not None else out
         trt_be = TrtDecoderBackend(onnx_path, seg.kind, fp16=fp16, cache_dir=cache)

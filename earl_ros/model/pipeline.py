@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,8 +25,36 @@ from .errors import EmptyQueryError, UnparseableAnswerError
 from .images import check_frame_shape, fit_within, load_image
 from .manifest import Manifest
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
+from .shared_base import attach_stage_adapters, same_base, stage_adapter
 from .types import Grounding, Interaction
-from .vlm import CoarseModel, ResponseModel, boxes_to_original
+from .vlm import CoarseModel, ResponseModel, boxes_to_original, load_processor, load_vlm
+
+
+def _load_stages(m: Manifest, device, dtype) -> tuple[CoarseModel, ResponseModel]:
+    lim = m.limits
+    coarse = CoarseModel.from_pretrained(m.coarse.path, device=device, dtype=dtype, pooling=m.coarse.pooling,
+                                         lora_path=m.coarse.lora, max_new_tokens=lim["coarse_max_new_tokens"])
+    response = ResponseModel.from_pretrained(
+        m.response.path, m.response.afs, lora_path=m.response.lora, device=device, dtype=dtype,
+        afs_alpha=m.response.afs_alpha, max_query_tokens=lim["max_query_tokens"],
+        max_new_tokens=lim["max_new_tokens"], coordinates=m.response.coordinates,
+    )
+    return coarse, response
+
+
+def _load_shared_stages(m: Manifest, device, dtype):
+    """Both stages on one base model (loaded once), each with its own LoRA adapter (or none)."""
+    from .afs import AFS
+
+    lim = m.limits
+    model, adapters = attach_stage_adapters(load_vlm(m.coarse.path, device, dtype),
+                                            {"coarse": m.coarse.lora, "response": m.response.lora})
+    processor = load_processor(m.coarse.path)
+    coarse = CoarseModel(model, processor, device, m.coarse.pooling, lim["coarse_max_new_tokens"])
+    response = ResponseModel(model, processor, AFS.from_pretrained(m.response.afs, device=device), device,
+                             m.response.afs_alpha, lim["max_query_tokens"], lim["max_new_tokens"],
+                             m.response.coordinates)
+    return coarse, response, adapters
 
 
 RAW_TEXT_IN_ERRORS = 300  # characters of the model's own text quoted in an UNPARSEABLE_ANSWER message
@@ -63,25 +92,47 @@ class EarlPipeline:
         self.box_refine = int(manifest.segmenter.box_refine)
         self._coarse_lock = threading.Lock()
         self._response_lock = threading.Lock()
+        self.adapters: dict | None = None  # stage -> adapter name, when both stages share one base
 
     @classmethod
     def from_dir(cls, model_dir, device: str = "cpu", mask_backend: str = "torch", dtype=None,
                  providers=None) -> "EarlPipeline":
-        """Load every part named by <model_dir>/earl.yaml (fails fast with ModelDirError)."""
+        """Load every part named by <model_dir>/earl.yaml (fails fast with ModelDirError).
+
+        A manifest naming one directory for coarse and response loads that base once (shared_base.py).
+        """
         from .segmenter import Segmenter
 
         m = Manifest.load(model_dir)
-        lim = m.limits
-        coarse = CoarseModel.from_pretrained(m.coarse.path, device=device, dtype=dtype, pooling=m.coarse.pooling,
-                                             lora_path=m.coarse.lora, max_new_tokens=lim["coarse_max_new_tokens"])
-        response = ResponseModel.from_pretrained(
-            m.response.path, m.response.afs, lora_path=m.response.lora, device=device, dtype=dtype,
-            afs_alpha=m.response.afs_alpha, max_query_tokens=lim["max_query_tokens"],
-            max_new_tokens=lim["max_new_tokens"], coordinates=m.response.coordinates,
-        )
+        if same_base(m.coarse.path, m.response.path):
+            coarse, response, adapters = _load_shared_stages(m, device, dtype)
+        else:
+            (coarse, response), adapters = _load_stages(m, device, dtype), None
         segmenter = Segmenter.from_pretrained(m.segmenter.path, backend=mask_backend, device=device,
                                               decoder_path=m.segmenter.decoder_onnx, providers=providers)
-        return cls(m, coarse, response, segmenter, device=device)
+        pipe = cls(m, coarse, response, segmenter, device=device)
+        if adapters is not None:
+            pipe.share_base(adapters)
+        return pipe
+
+    def share_base(self, adapters: dict) -> None:
+        """Both stages run on one model: one lock for both, each call under its stage's adapter."""
+        self.adapters = dict(adapters)
+        self._response_lock = self._coarse_lock
+
+    @property
+    def shared_base(self) -> bool:
+        return self.adapters is not None
+
+    @contextmanager
+    def _stage(self, name: str):
+        lock = self._coarse_lock if name == "coarse" else self._response_lock
+        with lock:
+            if self.adapters is None:
+                yield
+            else:
+                with stage_adapter(self.coarse.model, self.adapters[name]):
+                    yield
 
     # ---- properties the ROS node reports ----
     @property
@@ -110,7 +161,7 @@ class EarlPipeline:
     def describe(self, frame, stamp: float | None = None) -> Interaction:
         """Stage 1 on one frame (thread-safe; serialised on the coarse model)."""
         _, work = self._work_image(frame)
-        with self._coarse_lock:
+        with self._stage("coarse"):
             inter = self.coarse.describe(work, stamp=stamp)
         return inter
 
@@ -131,12 +182,12 @@ class EarlPipeline:
 
         t = time.perf_counter()
         if interaction is None:
-            with self._coarse_lock:
+            with self._stage("coarse"):
                 interaction = self.coarse.describe(work, stamp=stamp)
         timings["coarse"] = (time.perf_counter() - t) * 1000.0
 
         t = time.perf_counter()
-        with self._response_lock:
+        with self._stage("response"):
             raw = self.response.respond(work, query, interaction.descriptor, max_new_tokens=self.max_new_tokens)
         timings["response"] = (time.perf_counter() - t) * 1000.0
 

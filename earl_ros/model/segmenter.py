@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .decoder_io import BOXES_INPUT, DECODER_ONNX_NAME, EMBED_INPUTS, OUTPUTS
 from .errors import BackendUnavailableError, InvalidImageError, ModelDirError, NoFrameError
 from .manifest import MAX_BOX_REFINE, valid_box_refine
 
@@ -37,12 +38,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DECODER_ONNX_NAME = "decoder.onnx"
-
-# ONNX / runner I/O names (a contract between this module and earl_ros/export).
-EMBED_INPUTS = {"sam": ("image_embeddings",), "sam2": ("image_embeddings", "high_res_feats_0", "high_res_feats_1")}
-BOXES_INPUT = "boxes"
-OUTPUTS = ("low_res_masks", "iou_scores")
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +259,7 @@ class Segmenter:
         onnx_path = None
         if backend == "tensorrt":
             # check before anything heavy: a clear error, never a silent fallback
-            from earl_ros.export.tensorrt_runner import require_tensorrt
+            from .tensorrt_runner import require_tensorrt
 
             require_tensorrt()
         if backend in ("onnxruntime", "tensorrt"):
@@ -284,11 +279,11 @@ class Segmenter:
         if backend == "torch":
             be = TorchDecoderBackend(model, kind, device)
         elif backend == "onnxruntime":
-            from earl_ros.export.ort_runner import OrtDecoderBackend
+            from .ort_runner import OrtDecoderBackend
 
             be = OrtDecoderBackend(onnx_path, kind, providers=providers)
         else:
-            from earl_ros.export.tensorrt_runner import TrtDecoderBackend
+            from .tensorrt_runner import TrtDecoderBackend
 
             be = TrtDecoderBackend(onnx_path, kind, fp16=fp16, cache_dir=engine_cache_dir, max_boxes=max_boxes)
         return cls(model, kind, preprocess, be, device=device, cache_size=cache_size, path=p)

@@ -103,7 +103,7 @@ def run(args) -> dict:
 
 
 def _burst(client, args) -> list:
-    calls = [client.send(f"{args.query} #{i}") for i in range(args.requests)]
+    calls = [client.send(args.query) for _ in range(args.requests)]
     deadline = time.monotonic() + args.timeout
     return [_record(i, c, c["done"].wait(max(0.0, deadline - time.monotonic()))) for i, c in enumerate(calls)]
 
@@ -113,7 +113,7 @@ def _closed(client, args) -> list:
     for i in range(args.requests):
         if time.monotonic() >= end:
             break
-        call = client.send(f"{args.query} #{i}")
+        call = client.send(args.query)
         out.append(_record(i, call, call["done"].wait(args.timeout)))
     return out
 

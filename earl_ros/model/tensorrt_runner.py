@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from earl_ros.model.errors import BackendUnavailableError, ModelDirError
-from earl_ros.model.segmenter import BOXES_INPUT, OUTPUTS
+from .decoder_io import BOXES_INPUT, OUTPUTS, file_sha256
+from .errors import BackendUnavailableError, ModelDirError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,6 @@ def build_engine(onnx_path, fp16: bool = False, profile: dict | None = None, wor
 
 def load_or_build_engine(onnx_path, fp16: bool = False, cache_dir=None, profile: dict | None = None):
     """(engine bytes, engine path, key): reuse a cached engine or build + cache one."""
-    from .onnx_export import file_sha256
 
     trt = require_tensorrt()
     profile = profile or box_profile()

@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from earl_ros.model.errors import BackendUnavailableError, ModelDirError
-from earl_ros.model.segmenter import BOXES_INPUT, EMBED_INPUTS, OUTPUTS
+from .decoder_io import BOXES_INPUT, EMBED_INPUTS, OUTPUTS
+from .errors import BackendUnavailableError, ModelDirError
 
 log = logging.getLogger(__name__)
 
