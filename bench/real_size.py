@@ -93,8 +93,30 @@ def stage_build(a) -> dict:
     return out
 
 
+def _load_dtype(a):
+    return None if a.load_dtype == "auto" else a.load_dtype
+
+
+def apply_limits(a) -> None:
+    """The run's limits (image side for the VLMs, generated tokens) into both manifests."""
+    from earl_ros.model.manifest import Manifest, write_manifest
+
+    for d in ("model", "model_shared"):
+        if (a.work / d / "earl.yaml").is_file():
+            m = json.loads(json.dumps(Manifest.load(a.work / d).raw))
+            m["limits"].update(max_image_side=a.max_image_side, max_new_tokens=a.max_new_tokens,
+                               coarse_max_new_tokens=max(8, a.max_new_tokens // 2))
+            write_manifest(a.work / d, m)
+
+
 def _count_tokens(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    """Generated tokens of a decoded text: each `<|unused_N|>` (the scaffold tokenizer's filler ids a
+    random model emits) was one token; the rest re-tokenizes as generated."""
+    import re
+
+    fillers = re.findall(r"<\|unused_\d+\|>", text)
+    rest = re.sub(r"<\|unused_\d+\|>", "", text)
+    return len(fillers) + len(tokenizer(rest, add_special_tokens=False)["input_ids"])
 
 
 def stage_pipeline(a, model_dir=None) -> dict:
@@ -103,7 +125,7 @@ def stage_pipeline(a, model_dir=None) -> dict:
     from earl_ros.model.pipeline import EarlPipeline
 
     t = time.perf_counter()
-    pipe = EarlPipeline.from_dir(model_dir or a.work / "model", device=a.device)
+    pipe = EarlPipeline.from_dir(model_dir or a.work / "model", device=a.device, dtype=_load_dtype(a))
     out = {"load_s": time.perf_counter() - t}
     img = np.asarray(Image.open(frame_720p(a.work)).convert("RGB"))
     t = time.perf_counter()
@@ -128,9 +150,9 @@ def stage_shared(a) -> dict:
 
 
 def stage_infer(a, backend: str = "torch") -> dict:
-    cmd = [sys.executable, "-m", "earl_ros.cli.infer", "--model", str(a.work / "model"), "--image",
+    cmd = [sys.executable, "-m", "earl_ros.cli.infer", "--model", str(a.work / a.main), "--image",
            str(frame_720p(a.work)), "--query", QUERY, "--json", "--out", str(a.work / f"infer_{backend}"),
-           "--mask-backend", backend, "--device", a.device]
+           "--mask-backend", backend, "--device", a.device, "--dtype", a.load_dtype]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=3600)
     out = {"wall_s": time.perf_counter() - t, "exit": p.returncode, "stderr": p.stderr.strip()[-300:]}
@@ -152,17 +174,23 @@ def stage_node(a) -> dict:
     folder.mkdir(exist_ok=True)
     (folder / "f.png").write_bytes(frame_720p(a.work).read_bytes())
     log = open(a.work / "node.log", "wb")
-    node = subprocess.Popen([sys.executable, "-m", "earl_ros.cli.launch", "--model", str(a.work / "model"),
+    node = subprocess.Popen([sys.executable, "-m", "earl_ros.cli.launch", "--model", str(a.work / a.main),
                              "--namespace", "earl_rs", "--camera-topic", "/rs/camera", "--", "-p",
                              "coarse_enabled:=false", "-p", "stale_policy:=describe", "-p", "max_frame_age:=0.0",
-                             "-p", f"device:={a.device}", "-p", "query_timeout:=600.0"],
+                             "-p", f"device:={a.device}", "-p", f"dtype:={a.load_dtype}",
+                             "-p", "query_timeout:=600.0"],
                             env=e, stdout=log, stderr=subprocess.STDOUT)
     cam = subprocess.Popen([sys.executable, "-m", "earl_ros.cli.replay", str(folder), "--topic", "/rs/camera",
                             "--rate", "2", "--loop", "--quiet"], env=e)
     t = time.perf_counter()
     try:
-        q = subprocess.run([sys.executable, "-m", "earl_ros.cli.query", QUERY, "--namespace", "earl_rs",
-                            "--timeout", "1800", "--no-publish"], capture_output=True, text=True, env=e, timeout=2400)
+        for _ in range(30):  # until the camera's first frame has reached the node (NO_FRAME before that)
+            q = subprocess.run([sys.executable, "-m", "earl_ros.cli.query", QUERY, "--namespace", "earl_rs",
+                                "--timeout", "1200", "--no-publish"], capture_output=True, text=True, env=e,
+                               timeout=1500)
+            if '"NO_FRAME"' not in q.stdout:
+                break
+            time.sleep(2.0)
     finally:
         for p in (cam, node):
             p.terminate()
@@ -188,31 +216,40 @@ def stage_response7b(a) -> dict:
     if not (afs_dir / "config.json").is_file():
         AFS(AFSConfig(in_dim=2048, out_dim=3584)).save_pretrained(afs_dir)
     t = time.perf_counter()
-    rm = ResponseModel.from_pretrained(a.work / "model_7b" / "response", afs_dir, device=a.device, max_new_tokens=96)
+    rm = ResponseModel.from_pretrained(a.work / "model_7b" / "response", afs_dir, device=a.device,
+                                       dtype=_load_dtype(a), max_new_tokens=a.max_new_tokens)
     out = {"load_s": time.perf_counter() - t}
     descriptor = np.random.default_rng(0).standard_normal(2048).astype(np.float32)
     img = np.asarray(Image.open(frame_720p(a.work)).convert("RGB"))
     t = time.perf_counter()
-    raw = rm.respond(img, QUERY, descriptor, max_new_tokens=96)
+    raw = rm.respond(img, QUERY, descriptor, max_new_tokens=a.max_new_tokens)
     out["respond_s"] = time.perf_counter() - t
     out["tokens"] = _count_tokens(rm.tokenizer, raw.text)
     return out
+
+
+def parity_summary(path: Path) -> dict | None:
+    """The onnxruntime row of earl-export's parity report (parity.json)."""
+    if not path.is_file():
+        return None
+    rep = json.loads(path.read_text())
+    ort = rep.get("backends", {}).get("onnxruntime", {})
+    return {"pass": rep.get("pass"), "max_abs_logit_diff": ort.get("max_abs_logit_diff"),
+            "mask_iou_min": ort.get("mask_iou_min"), "flipped_pixels": ort.get("flipped_pixels"),
+            "decoder_ms_5_boxes": (ort.get("per_box_count") or [{}])[-1].get("decoder_ms")}
 
 
 def stage_export(a) -> dict:
     from earl_ros.model.manifest import Manifest, write_manifest
 
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "earl_ros.cli.export", "--model", str(a.work / "model"), "--out",
+    p = subprocess.run([sys.executable, "-m", "earl_ros.cli.export", "--model", str(a.work / a.main), "--out",
                         str(a.work / "export")], capture_output=True, text=True, env=env(), timeout=3600)
     out = {"export_s": time.perf_counter() - t, "export_exit": p.returncode}
-    if p.stdout.strip():
-        rep = json.loads(p.stdout)
-        out["parity"] = {k: rep.get(k) for k in ("passed", "max_abs_diff", "mask_iou_min", "mask_iou_strict_min")}
-    m = Manifest.load(a.work / "model").raw
-    m = json.loads(json.dumps(m))
+    out["parity"] = parity_summary(a.work / "export" / "parity.json")
+    m = json.loads(json.dumps(Manifest.load(a.work / a.main).raw))
     m["segmenter"]["decoder_onnx"] = str(a.work / "export" / "decoder.onnx")
-    write_manifest(a.work / "model", m)
+    write_manifest(a.work / a.main, m)
     out["infer_onnxruntime"] = stage_infer(a, "onnxruntime")
     return out
 
@@ -248,7 +285,9 @@ def stage_train(a) -> dict:
 def run_stage(name: str, a) -> dict:
     import psutil
 
-    cmd = [sys.executable, __file__, "--child", name, "--work", str(a.work), "--device", a.device, "--dtype", a.dtype]
+    cmd = [sys.executable, __file__, "--child", name, "--work", str(a.work), "--device", a.device, "--dtype", a.dtype,
+           "--load-dtype", a.load_dtype, "--max-image-side", str(a.max_image_side),
+           "--max-new-tokens", str(a.max_new_tokens), "--main", a.main]
     if not a.response7b:
         cmd.append("--no-response7b")
     print(f"[real_size] {name} ...", flush=True)
@@ -282,7 +321,8 @@ def report(rows: list, a) -> str:
 
     lines = ["# Real-size EARL (`bench/real_size.py`)", "",
              f"Machine: {os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, device {a.device}; "
-             f"weights random ({a.dtype}) at the published sizes (earl_ros.model.scaffold); coarse Qwen2.5-VL-3B, "
+             f"run in {a.load_dtype}, VLM image side <= {a.max_image_side} px, <= {a.max_new_tokens} generated tokens; "
+             f"weights random (written {a.dtype}) at the published sizes (earl_ros.model.scaffold); coarse Qwen2.5-VL-3B, "
              "response 3B-sized (AFS 2048 -> 2048), SAM 2.1 Hiera-L; a 1280x720 frame.", "",
              "| stage | exit | wall s | peak RSS GiB | details |", "|---|---:|---:|---:|---|"]
     for r in rows:
@@ -295,11 +335,11 @@ def report(rows: list, a) -> str:
 
 def _details(res: dict) -> str:
     parts = []
+    def num(v):
+        return float(f"{v:.3g}") if isinstance(v, float) else v
+
     for k, v in res.items():
-        if isinstance(v, float):
-            v = round(v, 2)
-        elif isinstance(v, dict):
-            v = {kk: (round(vv, 1) if isinstance(vv, float) else vv) for kk, vv in v.items()}
+        v = {kk: num(vv) for kk, vv in v.items()} if isinstance(v, dict) else num(v)
         parts.append(f"{k}={v}")
     if "answer_tokens" in res and res.get("answer_s"):
         parts.append(f"answer tokens/s={res['answer_tokens'] / res['answer_s']:.2f}")
@@ -313,7 +353,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=None, help="folder for the model dirs (about 25 GB; default: a temp dir)")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="bfloat16", help="dtype the checkpoints are written in (as released)")
+    ap.add_argument("--load-dtype", default="auto", help="dtype the models run in (auto: see README, `dtype`)")
+    ap.add_argument("--max-image-side", type=int, default=1280, help="limits.max_image_side of the manifests")
+    ap.add_argument("--max-new-tokens", type=int, default=96, help="limits.max_new_tokens (coarse: half)")
+    ap.add_argument("--main", default="model", choices=("model", "model_shared"),
+                    help="model dir of the infer / node / export stages: two bases, or one shared base")
     ap.add_argument("--no-response7b", dest="response7b", action="store_false", help="skip building the 7B")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "real_size.md"))
@@ -324,11 +369,15 @@ def main(argv=None) -> int:
         res = globals()[f"stage_{a.child}"](a)
         print("RESULT " + json.dumps(res, default=str), flush=True)
         return 0
+    apply_limits(a)
     store = a.work / "results.json"
     done = json.loads(store.read_text()) if store.is_file() else {}
     for name in [s for s in a.stages.split(",") if s and (s != "response7b" or a.response7b)]:
+        apply_limits(a)  # after build too
         done[name] = run_stage(name, a)
         store.write_text(json.dumps(done, indent=1, default=str))
+    if "export" in done and (a.work / "export" / "parity.json").is_file():  # the export stage's own report
+        done["export"].setdefault("result", {})["parity"] = parity_summary(a.work / "export" / "parity.json")
     rows = [done[s] for s in STAGES if s in done]
     text = report(rows, a)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

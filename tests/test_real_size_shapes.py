@@ -139,3 +139,15 @@ def test_scaffold_refuses_a_shared_base_of_two_sizes_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("scaffold: error:") and "shared" in r.stderr
     assert not (tmp_path / "m" / "coarse").exists()  # refused before any weight was built
+
+
+def test_a_bf16_checkpoint_stays_bf16_on_a_cpu():
+    """Upcast to float32, a 3B is 15 GB: coarse + response no longer fit in 24 GB (found at real size)."""
+    from earl_ros.model.vlm import _resolve_dtype
+
+    assert _resolve_dtype(None, "cpu", "bfloat16") is torch.bfloat16
+    assert _resolve_dtype("auto", "cpu", torch.bfloat16) is torch.bfloat16
+    assert _resolve_dtype(None, "cpu", "float32") is torch.float32
+    assert _resolve_dtype(None, "cpu", "float16") is torch.float32  # fp16 kernels are slow or missing on CPUs
+    assert _resolve_dtype(None, "cuda", "float32") is torch.bfloat16
+    assert _resolve_dtype("float32", "cpu", "bfloat16") is torch.float32  # an explicit choice wins

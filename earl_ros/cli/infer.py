@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", help="directory for mask.png and overlay.png")
     ap.add_argument("--mask-backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32", "float16"),
+                    help="dtype of the VLMs (auto: bf16 on CUDA; on a CPU the checkpoint's bf16, else float32)")
     ap.add_argument("--json", action="store_true", help="print compact single-line JSON")
     return ap
 
@@ -59,7 +61,8 @@ def run(args) -> dict:
     from earl_ros.model.overlay import draw_overlay
     from earl_ros.model.pipeline import EarlPipeline
 
-    pipe = EarlPipeline.from_dir(model, device=args.device, mask_backend=args.mask_backend)
+    pipe = EarlPipeline.from_dir(model, device=args.device, mask_backend=args.mask_backend,
+                                 dtype=None if args.dtype == "auto" else args.dtype)
     g = pipe.answer(img, args.query)
     result = g.to_json()
     result["error_code"] = _answer_error_code(g)

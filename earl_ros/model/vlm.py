@@ -150,11 +150,16 @@ def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: 
                            chat_template=_read_chat_template(path, tokenizer))
 
 
-def _resolve_dtype(dtype, device) -> torch.dtype:
+def _resolve_dtype(dtype, device, saved=None) -> torch.dtype:
+    """The dtype to load a VLM in. Default ("auto"/None): bf16 on CUDA; on a CPU the checkpoint's own
+    dtype when it is bf16 (a bf16 3B upcast to float32 is 15 GB instead of 7.5: two no longer fit in
+    24 GB), else float32 (fp16 kernels are slow or missing on CPUs)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        if str(device).startswith("cuda"):
+            return torch.bfloat16
+        return torch.bfloat16 if str(saved).replace("torch.", "") == "bfloat16" else torch.float32
     return getattr(torch, str(dtype))
 
 
@@ -172,7 +177,8 @@ def load_vlm(path: str | Path, device="cpu", dtype=None):
         from transformers import Qwen2VLForConditionalGeneration as cls
     else:
         raise ModelDirError(f"{path / 'config.json'}: model_type {config.model_type!r} is not a Qwen2(.5)-VL model")
-    model = cls.from_pretrained(str(path), dtype=_resolve_dtype(dtype, device), local_files_only=True)
+    saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    model = cls.from_pretrained(str(path), dtype=_resolve_dtype(dtype, device, saved), local_files_only=True)
     return model.to(device).eval()
 
 

@@ -136,7 +136,9 @@ class EarlNode(Node):
             from earl_ros.model.pipeline import EarlPipeline
 
             pipeline_factory = EarlPipeline.from_dir
-        return pipeline_factory(model_dir, device=self._p("device"), mask_backend=self._p("mask_backend"))
+        dtype = None if self._p("dtype") == "auto" else self._p("dtype")
+        return pipeline_factory(model_dir, device=self._p("device"), mask_backend=self._p("mask_backend"),
+                                dtype=dtype)
 
     def _create_publishers(self) -> None:
         """Relative names: the namespace comes from the launcher."""

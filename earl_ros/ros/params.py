@@ -13,6 +13,7 @@ STALE_POLICIES = ("describe", "use", "empty", "refuse")
 QOS_RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 MASK_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ PARAMS: tuple[Param, ...] = (
           "models/earl-tiny-synth if present, else the node exits with a one-line error.", read_only=True),
     Param("device", "cpu", "Torch device for the models (cpu, cuda, cuda:1, ...).", read_only=True),
     Param("mask_backend", "torch", "Mask decoder backend.", choices=MASK_BACKENDS, read_only=True),
+    Param("dtype", "auto", "Torch dtype of the VLMs: auto = bfloat16 on CUDA; on a CPU the checkpoint's "
+          "own dtype if bfloat16, else float32 (CPUs without bf16 units run bfloat16 several times slower "
+          "than float32: docs/real_size.md).", choices=DTYPES, read_only=True),
     # camera input
     Param("image_transport", "raw",
           "raw: subscribe sensor_msgs/Image on `image`; compressed: sensor_msgs/CompressedImage on "
