@@ -127,7 +127,7 @@ class DemoClient:
 
     def __init__(self, camera_topic: str, namespace: str, reliable: bool):
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+        from earl_ros.ros.spin import spin_in_background
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image
@@ -147,18 +147,7 @@ class DemoClient:
         self.node.create_subscription(InteractionDescription, f"/{namespace}/interaction", self._on_interaction, 10)
         self.client = self.node.create_client(Query, f"/{namespace}/query")
         self.service = f"/{namespace}/query"
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, Exception):  # noqa: BLE001 - shutdown ends the spin
-            pass
+        self.executor, self.thread = spin_in_background(self.node)
 
     def _on_image(self, msg):
         from earl_ros.ros.conversions import image_msg_to_rgb, stamp_to_ns

@@ -51,24 +51,16 @@ def _record(i, call, answered: bool) -> dict:
 class _LoadClient:
     def __init__(self, namespace: str):
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
+
+        from earl_ros.ros.spin import spin_in_background
         from earl_interfaces.srv import Query
 
         rclpy.init(args=["query_load"])
         self.node = Node("earl_query_load", use_global_arguments=False)
         self.cli = self.node.create_client(Query, f"/{namespace.strip('/')}/query")
         self.Request = Query.Request
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - shutdown
-            pass
+        self.executor, self.thread = spin_in_background(self.node)
 
     def send(self, text: str) -> dict:
         """Send one request; the returned dict gains `answered` (time.time()) when the answer lands."""

@@ -106,7 +106,7 @@ class Client:
     def __init__(self, namespace="/earl", camera_topic="/camera/image_raw"):
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import SingleThreadedExecutor
+        from earl_ros.ros.spin import spin_in_background
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from diagnostic_msgs.msg import DiagnosticArray
@@ -137,18 +137,7 @@ class Client:
         self.node.create_subscription(Image, f"{namespace}/overlay", rec("overlay"), rel)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", rec("diagnostics"), 10)
         self.query_client = self.node.create_client(Query, f"{namespace}/query")
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        from rclpy.executors import ExternalShutdownException
-
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, Exception):  # noqa: BLE001 - test teardown
-            pass
+        self.executor, self.thread = spin_in_background(self.node, self.ctx)
 
     def snapshot(self, key):
         with self.lock:
