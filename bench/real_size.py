@@ -63,9 +63,18 @@ def frame_720p(work: Path) -> Path:
 
 
 # ============================================================================ stages (child processes)
+def edit_manifest(model_dir: Path, edit, out_dir: Path | None = None) -> None:
+    """Apply edit(dict) to a copy of model_dir's earl.yaml and write it to out_dir (default: in place)."""
+    from earl_ros.model.manifest import Manifest, write_manifest
+
+    m = json.loads(json.dumps(Manifest.load(model_dir).raw))
+    edit(m)
+    (out_dir or model_dir).mkdir(parents=True, exist_ok=True)
+    write_manifest(out_dir or model_dir, m)
+
+
 def stage_build(a) -> dict:
     from earl_ros.model import scaffold
-    from earl_ros.model.manifest import Manifest, write_manifest
 
     out = {}
     main_dir, big = a.work / "model", a.work / "model_7b"
@@ -78,17 +87,13 @@ def stage_build(a) -> dict:
         tok = scaffold.build_qwen_tokenizer()
         scaffold.build_vlm_dir(big / "response", "qwen2.5-vl-7b", tok, a.dtype, seed=1)
     out["build_7b_s"] = time.perf_counter() - t
-    shared = a.work / "model_shared"
-    shared.mkdir(exist_ok=True)
-    m = Manifest.load(main_dir).raw
-    m = json.loads(json.dumps(m))
-    m["name"] += "-shared-base"
-    m["coarse"]["path"] = m["response"]["path"] = "../model/coarse"
-    for part in ("afs", "segmenter"):
-        key = "afs" if part == "afs" else "path"
-        sect = m["response"] if part == "afs" else m["segmenter"]
-        sect[key] = f"../model/{sect[key]}"
-    write_manifest(shared, m)
+    def shared_base(m):
+        m["name"] += "-shared-base"
+        m["coarse"]["path"] = m["response"]["path"] = "../model/coarse"
+        m["response"]["afs"] = f"../model/{m['response']['afs']}"
+        m["segmenter"]["path"] = f"../model/{m['segmenter']['path']}"
+
+    edit_manifest(main_dir, shared_base, out_dir=a.work / "model_shared")
     out["disk_gb"] = sum(f.stat().st_size for f in a.work.rglob("*") if f.is_file()) / 1e9
     return out
 
@@ -99,14 +104,13 @@ def _load_dtype(a):
 
 def apply_limits(a) -> None:
     """The run's limits (image side for the VLMs, generated tokens) into both manifests."""
-    from earl_ros.model.manifest import Manifest, write_manifest
+    def limits(m):
+        m["limits"].update(max_image_side=a.max_image_side, max_new_tokens=a.max_new_tokens,
+                           coarse_max_new_tokens=max(8, a.max_new_tokens // 2))
 
     for d in ("model", "model_shared"):
         if (a.work / d / "earl.yaml").is_file():
-            m = json.loads(json.dumps(Manifest.load(a.work / d).raw))
-            m["limits"].update(max_image_side=a.max_image_side, max_new_tokens=a.max_new_tokens,
-                               coarse_max_new_tokens=max(8, a.max_new_tokens // 2))
-            write_manifest(a.work / d, m)
+            edit_manifest(a.work / d, limits)
 
 
 def _count_tokens(tokenizer, text: str) -> int:
@@ -240,16 +244,13 @@ def parity_summary(path: Path) -> dict | None:
 
 
 def stage_export(a) -> dict:
-    from earl_ros.model.manifest import Manifest, write_manifest
-
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "earl_ros.cli.export", "--model", str(a.work / a.main), "--out",
                         str(a.work / "export")], capture_output=True, text=True, env=env(), timeout=3600)
     out = {"export_s": time.perf_counter() - t, "export_exit": p.returncode}
     out["parity"] = parity_summary(a.work / "export" / "parity.json")
-    m = json.loads(json.dumps(Manifest.load(a.work / a.main).raw))
-    m["segmenter"]["decoder_onnx"] = str(a.work / "export" / "decoder.onnx")
-    write_manifest(a.work / a.main, m)
+    onnx = str(a.work / "export" / "decoder.onnx")
+    edit_manifest(a.work / a.main, lambda m: m["segmenter"].update(decoder_onnx=onnx))
     out["infer_onnxruntime"] = stage_infer(a, "onnxruntime")
     return out
 

@@ -497,15 +497,16 @@ class EarlNode(Node):
         g = self.pipeline.answer(rgb, p.query, interaction=inter, stamp=frame.stamp)
         timings["model"] = (time.perf_counter() - t) * 1e3
         res.parse_status = str(g.parse_status)
-        set_timings(res, dict(timings, total=(time.perf_counter() - p.t_start) * 1e3), g.timings_ms)
-        require_answer(g)  # a failed answer still reports where its time went
-        t = time.perf_counter()
-        mask_msg = fill_result(res, frame.header, p.query, g, inter.text, age, rgb.shape[:2])
-        if p.request.return_mask:
-            p.response.mask = mask_msg
-        timings["ros_build"] = (time.perf_counter() - t) * 1e3
-        timings["total"] = (time.perf_counter() - p.t_start) * 1e3
-        set_timings(res, timings, g.timings_ms)
+        try:
+            require_answer(g)
+            t = time.perf_counter()
+            mask_msg = fill_result(res, frame.header, p.query, g, inter.text, age, rgb.shape[:2])
+            if p.request.return_mask:
+                p.response.mask = mask_msg
+            timings["ros_build"] = (time.perf_counter() - t) * 1e3
+        finally:  # an output that is no answer still reports where its time went
+            timings["total"] = (time.perf_counter() - p.t_start) * 1e3
+            set_timings(res, timings, g.timings_ms)
         if p.request.publish:
             # answer / mask / overlay go out from the publisher thread: drawing the overlay must
             # not delay the service response

@@ -28,7 +28,6 @@ def fill_result(res, header, query: str, g, description: str, description_age: f
     res.header = header
     res.query = query
     res.query_truncated = bool(g.query_truncated)
-    res.parse_status = str(g.parse_status)
     res.answer = g.answer
     res.entities = [str(e) for e in g.entities]
     res.boxes = box_rois(g.boxes, h, w)
