@@ -37,7 +37,7 @@ setup(
         "train": ["accelerate", "peft", "nltk", "pycocoevalcap", "pycocotools", "tqdm"],
         # Never installed by CI: TensorRT wheels fetch their libraries from an unreachable server.
         "gpu": ["onnxruntime-gpu", "tensorrt"],
-        "test": ["pytest", "pytest-timeout", "hypothesis", "psutil"],
+        "test": ["pytest", "pytest-randomly", "pytest-timeout", "hypothesis", "psutil"],
     },
     zip_safe=True,
     maintainer="earl_ros developers",

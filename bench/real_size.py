@@ -309,7 +309,8 @@ def run_stage(name: str, a) -> dict:
     th.start()
     out_text, _ = p.communicate()
     th.join(1)
-    res = {"stage": name, "exit": p.returncode, "wall_s": time.perf_counter() - t, "peak_rss_gb": peak[0]}
+    res = {"stage": name, "exit": p.returncode, "wall_s": time.perf_counter() - t, "peak_rss_gb": peak[0],
+           "run_dtype": a.load_dtype}
     for line in out_text.splitlines():
         if line.startswith("RESULT "):
             res["result"] = json.loads(line[7:])
@@ -322,12 +323,13 @@ def report(rows: list, a) -> str:
 
     lines = ["# Real-size EARL (`bench/real_size.py`)", "",
              f"Machine: {os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, device {a.device}; "
-             f"run in {a.load_dtype}, VLM image side <= {a.max_image_side} px, <= {a.max_new_tokens} generated tokens; "
+             f"VLM image side <= {a.max_image_side} px, <= {a.max_new_tokens} generated tokens; "
              f"weights random (written {a.dtype}) at the published sizes (earl_ros.model.scaffold); coarse Qwen2.5-VL-3B, "
              "response 3B-sized (AFS 2048 -> 2048), SAM 2.1 Hiera-L; a 1280x720 frame.", "",
-             "| stage | exit | wall s | peak RSS GiB | details |", "|---|---:|---:|---:|---|"]
+             "| stage | exit | run dtype | wall s | peak RSS GiB | details |", "|---|---:|---|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['stage']} | {r['exit']} | {r['wall_s']:.1f} | {r['peak_rss_gb']:.2f} | "
+        lines.append(f"| {r['stage']} | {r['exit']} | {'-' if r['stage'] == 'build' else r.get('run_dtype', 'float32')} | {r['wall_s']:.1f} | "
+                     f"{r['peak_rss_gb']:.2f} | "
                      f"{_details(r.get('result', {}))} |")
     lines += ["", "Generated tokens/s = tokens of the model's text / the stage's time (prefill included). "
               "Random weights write no answer grammar: a query's documented outcome is UNPARSEABLE_ANSWER."]

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     from earl_ros.model.vlm import ResponseModel
     from training.cli import main as cli
     from training.data import IRGBench
+    from training.policy import sft_loss
     from training.sft import freeze_vision, response_sft_batch
     from training.vision_cache import FrozenVisionCache
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     zero = np.zeros(rm.descriptor_dim, np.float32)
 
     def step(idx, cache):
-        loss = rm.sft_loss(response_sft_batch(rm, [samples[i] for i in idx], lambda s, im: zero, cache))
+        loss = sft_loss(rm, response_sft_batch(rm, [samples[i] for i in idx], lambda s, im: zero, cache))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

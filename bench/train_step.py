@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from earl_ros.model.tiny import build_tiny_model_dir
     from training.cli import main as cli
     from training.grpo import GRPOTrainer
-    from training.cli import _grpo_parser
+    from training.cli import parse_settings
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="earl-bench-train-"))
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                                   extra_texts=(data / "corpus.txt").read_text().splitlines())
     cli(["sft-response", "--model", str(model0), "--data", str(data), "--out", str(tmp / "m1"), "--epochs", "8",
          "--lr", "3e-3", "--afs-alpha", "0.1", "--no-descriptor", "--quiet", "--threads", str(args.threads)])
-    gargs = _grpo_parser().parse_args([
+    gargs = parse_settings("grpo", [
         "--model", str(tmp / "m1"), "--data", str(data), "--out", str(tmp / "grpo"), "--no-descriptor",
         "--steps", str(args.steps + 1), "--prompts-per-step", str(args.prompts), "--micro-batch", str(args.prompts),
         "--num-generations", str(args.num_generations), "--max-completion-length", str(args.max_completion_length),

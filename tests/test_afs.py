@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from earl_ros.model.afs import AFS, AFSConfig, AFSInjector
 from earl_ros.model.manifest import Manifest
 from earl_ros.model.vlm import ResponseModel
+from training.policy import attach_lora, sequence_logprobs
 
 QUERY = "which hand is holding something?"
 
@@ -192,7 +193,7 @@ def test_teacher_forced_logprobs_equal_the_generation_scores(response):
     comp = out.sequences[:, batch.prompt_len:]
     gen_lp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, comp[..., None]).squeeze(-1)
     with torch.no_grad():
-        tf_lp = rm.sequence_logprobs(batch, comp, torch.ones_like(comp))
+        tf_lp = sequence_logprobs(rm, batch, comp, torch.ones_like(comp))
     torch.testing.assert_close(tf_lp, gen_lp, rtol=1e-4, atol=1e-4)
 
 
@@ -260,7 +261,7 @@ def test_image_tokens_get_2d_mrope_positions_from_input_ids(response):
     try:
         comp = torch.full((2, 3), rm.tokenizer.convert_tokens_to_ids("<|im_end|>"))
         with torch.no_grad():
-            rm.sequence_logprobs(batch, comp, torch.ones_like(comp))  # training path
+            sequence_logprobs(rm, batch, comp, torch.ones_like(comp))  # training path
         with torch.no_grad(), rm.injector.use(batch.descriptors):  # inference path (prefill)
             rm.model.generate(**batch.inputs, max_new_tokens=2, do_sample=False, pad_token_id=rm.pad_token_id)
     finally:
@@ -278,15 +279,15 @@ def test_injection_works_through_a_peft_wrapped_model(tiny_model_dir):
 
     m = Manifest.load(tiny_model_dir)
     rm = ResponseModel.from_pretrained(m.response.path, m.response.afs)
-    rm.attach_lora(LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
+    attach_lora(rm, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0))
     img = _image()
     base = _base_logits(rm, img, QUERY)
     assert torch.equal(rm.logits(img, QUERY, np.zeros(rm.descriptor_dim, np.float32)), base)
     assert (rm.logits(img, QUERY, _descriptor(rm, 10)) - base).abs().max() > 1e-3
     batch = rm.prepare([img], [QUERY], [_descriptor(rm, 10)])
     g = rm.generate(batch, num_return_sequences=2, max_new_tokens=4, do_sample=True)
-    lp = rm.sequence_logprobs(batch, g.completion_ids, g.completion_mask)
-    ref = rm.sequence_logprobs(batch, g.completion_ids, g.completion_mask, disable_adapter=True)
+    lp = sequence_logprobs(rm, batch, g.completion_ids, g.completion_mask)
+    ref = sequence_logprobs(rm, batch, g.completion_ids, g.completion_mask, disable_adapter=True)
     lp.sum().backward()
     assert lp.shape == ref.shape == g.completion_ids.shape
     assert rm.afs.fc_in.weight.grad is not None and rm.afs.fc_in.weight.grad.abs().sum() > 0

@@ -10,7 +10,8 @@ from earl_ros.model.errors import EmptyQueryError, InvalidImageError
 from earl_ros.model.pipeline import EarlPipeline
 from earl_ros.model.prompts import NO_TARGET_ANSWER, format_response
 from earl_ros.model.types import Grounding, Interaction
-from earl_ros.model.vlm import RawResponse, model_frame
+from earl_ros.model.vlm import RawResponse
+from earl_ros.model.vlm_processing import model_frame
 
 STAGES = {"coarse", "response", "parse", "segment", "total"}
 

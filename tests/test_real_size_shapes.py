@@ -79,7 +79,7 @@ def test_image_tokens_of_a_720p_frame_match_what_the_vision_tower_emits(tokenize
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from earl_ros.model.presets import QWEN25_VL_IMAGE_PROCESSOR as P
-    from earl_ros.model.vlm import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
+    from earl_ros.model.vlm_processing import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
 
     ip = Qwen2VLImageProcessorPil(min_pixels=P["min_pixels"], max_pixels=P["max_pixels"], patch_size=14,
                                   merge_size=2, temporal_patch_size=2)

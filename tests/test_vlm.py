@@ -10,15 +10,10 @@ from hypothesis import strategies as st
 from earl_ros.model.errors import EmptyQueryError
 from earl_ros.model.manifest import Manifest
 from earl_ros.model.types import Interaction
-from earl_ros.model.vlm import (
-    CoarseModel,
-    RawResponse,
-    ResponseModel,
-    boxes_to_model,
-    boxes_to_original,
-    load_processor,
-    model_frame,
-)
+from earl_ros.model.coordinates import boxes_to_model, boxes_to_original
+from earl_ros.model.vlm import CoarseModel, RawResponse, ResponseModel
+from earl_ros.model.vlm_processing import load_processor, model_frame
+from training.policy import sequence_logprobs, sft_loss
 
 
 def _image(seed=0, h=180, w=260):
@@ -166,7 +161,7 @@ def test_prepare_with_completions_builds_labels_on_the_completion_only(response)
         n = len(response.tokenizer(c + response.tokenizer.eos_token, add_special_tokens=False)["input_ids"])
         assert int(b.completion_mask[i].sum()) == n
         assert response.tokenizer.decode(b.labels[i][b.labels[i] != -100]).startswith(c)
-    loss = response.sft_loss(b)
+    loss = sft_loss(response, b)
     assert torch.isfinite(loss)
     with torch.no_grad(), response.injector.use(b.descriptors, completion_mask=b.completion_mask):
         # the loss over every position's logits (transformers' own causal-LM loss) is the same number
@@ -182,7 +177,7 @@ def test_sequence_logprobs_shape_and_mask(response):
     b = response.prepare([_image()], ["q"], np.ones((1, response.descriptor_dim), np.float32))
     g = response.generate(b, num_return_sequences=3, max_new_tokens=5, do_sample=True)
     with torch.no_grad():
-        lp = response.sequence_logprobs(b, g.completion_ids, g.completion_mask)
+        lp = sequence_logprobs(response, b, g.completion_ids, g.completion_mask)
     assert lp.shape == (3, g.completion_ids.shape[1]) and lp.dtype == torch.float32
     assert (lp <= 0).all() and (lp[g.completion_mask == 0] == 0).all()
 

@@ -1,4 +1,4 @@
-"""Shared helpers of the training commands: config files, seeding, model dirs, logging, data prep."""
+"""Shared helpers of the training commands: seeding, model dirs, logging, data prep."""
 from __future__ import annotations
 
 import json
@@ -8,42 +8,17 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import yaml
 
 from earl_ros.model.manifest import MANIFEST_NAME, write_manifest
+from training.errors import TrainingError
 
 # Tokens a response/coarse model must never sample: a sampled <|image_pad|> in a completion breaks
 # the teacher-forced re-scoring (the model counts image tokens in the whole sequence).
 _NEVER_SAMPLE = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-
-
-# ----------------------------------------------------------------------------------------------
-# config files
-
-def load_config(path: str | None) -> dict:
-    """YAML mapping; keys use the CLI option names with '-' or '_' ('max-new-tokens' == 'max_new_tokens')."""
-    if not path:
-        return {}
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise SystemExit(f"{path}: a config file must be a YAML mapping of option: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def parse_with_config(parser, argv: Sequence[str] | None):
-    """argparse with `--config FILE`: file values replace defaults; explicit CLI flags win."""
-    pre, _ = parser.parse_known_args(argv)
-    cfg = load_config(getattr(pre, "config", None))
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise SystemExit(f"{pre.config}: unknown option(s) {', '.join(unknown)} for `{parser.prog}`")
-    parser.set_defaults(**cfg)
-    return parser.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -52,21 +27,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def suppress_special_tokens(stage) -> list[int]:
@@ -104,7 +64,7 @@ def lr_lambda(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
 def read_manifest_raw(model_dir: str | Path) -> dict:
     p = Path(model_dir) / MANIFEST_NAME
     if not p.is_file():
-        raise SystemExit(f"{p} is missing: --model must be an EARL model dir (build a tiny one with "
+        raise TrainingError(f"{p} is missing: --model must be an EARL model dir (build a tiny one with "
                          "`python -m earl_ros.model.tiny DIR`)")
     return yaml.safe_load(p.read_text())
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from training.metrics import EvalAccumulator, aggregate, score_sample
+from training.settings import EvalSettings
 
 TABLE_ROWS = [
     ("cIoU", "cIoU (paper's metric)"), ("gIoU", "gIoU"), ("sample_mIoU", "sample mIoU (public eval code)"),
@@ -139,12 +140,12 @@ def _answer(entities, parsed) -> str:
     return answer_sentence(entities) if entities else ""
 
 
-def run_eval(args) -> dict:
-    res = evaluate(args.model, args.data, args.split, limit=args.limit, image_limit=args.image_limit,
-                   device=args.device, segmenter=args.segmenter, progress=not args.quiet,
-                   no_descriptor=args.no_descriptor, box_refine=args.box_refine, coordinates=args.coordinates)
+def run_eval(s: EvalSettings) -> dict:
+    res = evaluate(s.model, s.data, s.split, limit=s.limit, image_limit=s.image_limit, device=s.device,
+                   segmenter=s.segmenter, progress=not s.quiet, no_descriptor=s.no_descriptor,
+                   box_refine=s.box_refine, coordinates=s.coordinates)
     print(format_table(res))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
+    if s.out:
+        Path(s.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(s.out).write_text(json.dumps(res, indent=1))
     return res

@@ -16,6 +16,8 @@ import json
 import shutil
 from pathlib import Path
 
+from training.settings import ExportSettings
+
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.onnx")
 
 
@@ -85,8 +87,8 @@ def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | 
     return out
 
 
-def run_export(args) -> Path:
-    out = export_model_dir(args.model, args.out, name=args.name)
+def run_export(s: ExportSettings) -> Path:
+    out = export_model_dir(s.model, s.out, name=s.name)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     print(json.dumps({"model_dir": str(out), "bytes": size}))
     return out

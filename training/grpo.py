@@ -13,7 +13,7 @@ One optimisation step:
   4. group advantages A = (r - mean) / (std + 1e-4);
   5. per-token log-probs of the sampled tokens under the policy (LoRA on) and the reference (same
      model, adapters disabled: peft `disable_adapter`), both through the same AFS injection and the
-     same M-RoPE position ids as sampling (ResponseModel.sequence_logprobs feeds input_ids, so the
+     same M-RoPE position ids as sampling (training.policy.sequence_logprobs feeds input_ids, so the
      model computes the multimodal rotary positions itself);
   6. loss = mean over sequences of the mean over completion tokens of
      -min(rho A, clip(rho, 1-eps, 1+eps) A) + beta k3; one gradient step (rho = 1 at the sample point,
@@ -22,8 +22,9 @@ Trainable: the LoRA adapter (r, alpha, dropout; all LLM linear layers + lm_head)
 vision tower and all base weights are frozen.
 
 Checkpoints (every --save-every steps and at the end) are complete model dirs: earl.yaml + lora/ +
-afs/ (the AFS is saved in every checkpoint: FIX of the public release) plus trainer_state.pt
-(optimizer, scheduler, step, RNG states of every process) and policy.safetensors (the trainable
+afs/ (the AFS is saved in every checkpoint: FIX of the public release) plus the trainer state
+(training/trainer_state.py: trainer_state.safetensors + trainer_state.json, no pickle: optimizer,
+scheduler, step, RNG states of every process, the settings) and policy.safetensors (the trainable
 tensors by name), so `--resume` continues exactly and `python -m training eval --model CKPT` or
 `earl-infer --model CKPT` use a checkpoint directly.
 
@@ -36,7 +37,7 @@ processes on gloo).
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -45,14 +46,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.common import (JsonlLogger, derive_model_dir, lr_lambda, manifest_paths, rng_state, seed_everything,
-                             set_rng_state, suppress_special_tokens, torch_threads)
+from training.common import (JsonlLogger, derive_model_dir, lr_lambda, manifest_paths, seed_everything,
+                             suppress_special_tokens, torch_threads)
 from training.data import IRGBench
+from training.errors import SettingsError, TrainingError
 from training.grpo_math import group_advantages, grpo_loss
+from training.policy import attach_lora, save_trainable, sequence_logprobs
 from training.rewards import RewardConfig, SegmenterMasks, score_completion
+from training.settings import GrpoSettings
 from training.sft import freeze_vision, lora_config, make_descriptor_source
+from training.trainer_state import load_trainer_state, rng_state, save_trainer_state, set_rng_state
 
-STATE_NAME = "trainer_state.pt"
 POLICY_NAME = "policy.safetensors"
 
 
@@ -112,84 +116,99 @@ class StepTimes:
 
 
 class GRPOTrainer:
-    def __init__(self, args):
+    def __init__(self, settings: GrpoSettings):
         from accelerate import Accelerator
 
-        from earl_ros.model.vlm import ResponseModel
-
-        self.args = args
-        self.acc = Accelerator(cpu=(args.device == "cpu"))
+        s = self.settings = settings
+        self.acc = Accelerator(cpu=(s.device == "cpu"))
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
-        torch_threads(args.threads)
+        torch_threads(s.threads)
+        self._check_settings()
+        seed_everything(s.seed)  # identical LoRA init on every replica
+        self.paths = manifest_paths(s.model)
+        device = str(self.acc.device)
+        self.rm = rm = self._load_policy(device)
+        self.named_params = [(f"model.{n}", p) for n, p in rm.model.named_parameters() if p.requires_grad]
+        self.named_params += [(f"afs.{n}", p) for n, p in rm.afs.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named_params]
+        self.opt, self.sched = self._optimizer()
+        self.reward_cfg = RewardConfig(w_format=s.w_format, w_answer=s.w_answer, w_ground=s.w_ground,
+                                       grounding=s.grounding, strict_format=s.strict_format,
+                                       allow_float=s.allow_float)
+        seg = self.paths["segmenter"] if s.segmenter == "model" else "box"
+        self.masks = SegmenterMasks.from_path(str(seg) if seg != "box" else "box", device=device,
+                                              refine=s.reward_box_refine)
+        ds = IRGBench(s.data, s.split, image_limit=s.limit)
+        self.samples = [x for x in ds.samples if x.no_target or x.valid_boxes]
+        if not self.samples:
+            raise TrainingError(f"no usable samples in {s.data} split {s.split}")
+        self.dsrc = make_descriptor_source(s.no_descriptor, s.descriptors, self.paths, rm.descriptor_dim, device)
+        self.step = 0
+        self.out = Path(s.out)
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.log = JsonlLogger(self.out / "log.jsonl" if self.acc.is_main_process else None,
+                               echo=self.acc.is_main_process and not s.quiet_log,
+                               append=bool(s.resume))
+        if s.resume:
+            self.load_checkpoint(self._resolve_resume(s.resume))
+        else:
+            seed_everything(s.seed + 1000 * self.rank)  # independent sampling per replica
+
+    def _check_settings(self) -> None:
+        """Refuse contradictory options before any model loads."""
         from earl_ros.model.manifest import MAX_BOX_REFINE, valid_box_refine
 
-        if not valid_box_refine(args.reward_box_refine):
-            raise SystemExit(f"--reward-box-refine must be an integer in 0..{MAX_BOX_REFINE}, got {args.reward_box_refine}")
-        if args.reward_box_refine and args.segmenter != "model":
-            raise SystemExit("--reward-box-refine needs --segmenter model (filled boxes cannot be refined)")
-        if args.prompts_per_step % self.world:
-            raise SystemExit(f"--prompts-per-step {args.prompts_per_step} must be divisible by the number of "
-                             f"processes ({self.world})")
-        seed_everything(args.seed)  # identical LoRA init on every replica
-        self.paths = manifest_paths(args.model)
-        device = str(self.acc.device)
+        s = self.settings
+        if not valid_box_refine(s.reward_box_refine):
+            raise SettingsError(f"--reward-box-refine must be an integer in 0..{MAX_BOX_REFINE}, "
+                                f"got {s.reward_box_refine}")
+        if s.reward_box_refine and s.segmenter != "model":
+            raise SettingsError("--reward-box-refine needs --segmenter model (filled boxes cannot be refined)")
+        if s.prompts_per_step % self.world:
+            raise SettingsError(f"--prompts-per-step {s.prompts_per_step} must be divisible by the number of "
+                                f"processes ({self.world})")
+
+    def _load_policy(self, device: str):
+        """The input dir's response model, merged, with a fresh LoRA adapter; the AFS trainable unless frozen."""
+        from earl_ros.model.vlm import ResponseModel
+
+        s = self.settings
         rm = ResponseModel.from_pretrained(self.paths["response"], self.paths["afs"],
                                            lora_path=self.paths["response_lora"], device=device,
                                            afs_alpha=self.paths["afs_alpha"],
-                                           max_new_tokens=args.max_completion_length)
+                                           max_new_tokens=s.max_completion_length)
         if hasattr(rm.model, "merge_and_unload"):  # start GRPO from a merged model dir
             rm.model = rm.model.merge_and_unload()
             rm.injector.attach(rm.model)
         suppress_special_tokens(rm)
-        if args.afs_alpha is not None:
-            rm.injector.alpha = float(args.afs_alpha)
+        if s.afs_alpha is not None:
+            rm.injector.alpha = float(s.afs_alpha)
         self.afs_alpha = float(rm.injector.alpha)
-        rm.attach_lora(lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
+        attach_lora(rm, lora_config(s.lora_r, s.lora_alpha, s.lora_dropout))
         freeze_vision(rm.model)
-        if args.gradient_checkpointing:
+        if s.gradient_checkpointing:
             rm.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         for p in rm.afs.parameters():
-            p.requires_grad_(not args.freeze_afs)
-        self.rm = rm
-        self.named_params = [(f"model.{n}", p) for n, p in rm.model.named_parameters() if p.requires_grad]
-        self.named_params += [(f"afs.{n}", p) for n, p in rm.afs.named_parameters() if p.requires_grad]
-        self.params = [p for _, p in self.named_params]
+            p.requires_grad_(not s.freeze_afs)
+        return rm
+
+    def _optimizer(self):
+        s = self.settings
         lora_p = [p for n, p in self.named_params if n.startswith("model.")]
         afs_p = [p for n, p in self.named_params if n.startswith("afs.")]
-        groups = [{"params": lora_p, "lr": args.lr}]
+        groups = [{"params": lora_p, "lr": s.lr}]
         if afs_p:
-            groups.append({"params": afs_p, "lr": args.lr if args.afs_lr is None else args.afs_lr})
-        self.opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(args.steps, args.warmup, args.lr_schedule))
-        self.reward_cfg = RewardConfig(w_format=args.w_format, w_answer=args.w_answer, w_ground=args.w_ground,
-                                       grounding=args.grounding, strict_format=args.strict_format,
-                                       allow_float=args.allow_float)
-        seg = self.paths["segmenter"] if args.segmenter == "model" else "box"
-        self.masks = SegmenterMasks.from_path(str(seg) if seg != "box" else "box", device=device,
-                                              refine=args.reward_box_refine)
-        ds = IRGBench(args.data, args.split, image_limit=args.limit)
-        self.samples = [s for s in ds.samples if s.no_target or s.valid_boxes]
-        if not self.samples:
-            raise SystemExit(f"no usable samples in {args.data} split {args.split}")
-        self.dsrc = make_descriptor_source(args, self.paths, rm.descriptor_dim, device)
-        self.step = 0
-        self.out = Path(args.out)
-        if self.acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-        self.log = JsonlLogger(self.out / "log.jsonl" if self.acc.is_main_process else None,
-                               echo=self.acc.is_main_process and not args.quiet_log,
-                               append=bool(args.resume))
-        if args.resume:
-            self.load_checkpoint(self._resolve_resume(args.resume))
-        else:
-            seed_everything(args.seed + 1000 * self.rank)  # independent sampling per replica
+            groups.append({"params": afs_p, "lr": s.lr if s.afs_lr is None else s.afs_lr})
+        opt = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.99), weight_decay=s.weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, s.lr_schedule))
 
     # ---------------------------------------------------------------------------------------
     def _resolve_resume(self, spec: str) -> Path:
         if spec == "auto":
             cks = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             if not cks:
-                raise SystemExit(f"--resume auto: no checkpoint-* in {self.out}")
+                raise TrainingError(f"--resume auto: no checkpoint-* in {self.out}")
             return cks[-1]
         return Path(spec)
 
@@ -205,19 +224,21 @@ class GRPOTrainer:
             dist.all_gather_object(rngs, rng)
         if self.acc.is_main_process:
             ck.mkdir(parents=True, exist_ok=True)
-            self.rm.save_trainable(ck)  # lora/ + afs/
+            save_trainable(self.rm, ck)  # lora/ + afs/
             save_file({n: p.detach().cpu().contiguous() for n, p in self.named_params}, str(ck / POLICY_NAME))
-            torch.save({"step": self.step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                        "rng": rngs, "world": self.world, "args": vars(self.args)}, ck / STATE_NAME)
-            derive_model_dir(self.args.model, ck, response={"lora": "lora", "afs": "afs", "afs_alpha": self.afs_alpha},
-                             extra={"grpo": {"step": self.step, "data": str(self.args.data)}})
+            save_trainer_state(ck, {"step": self.step, "optimizer": self.opt.state_dict(),
+                                    "scheduler": self.sched.state_dict(), "rng": rngs, "world": self.world,
+                                    "settings": dataclasses.asdict(self.settings)})
+            derive_model_dir(self.settings.model, ck,
+                             response={"lora": "lora", "afs": "afs", "afs_alpha": self.afs_alpha},
+                             extra={"grpo": {"step": self.step, "data": str(self.settings.data)}})
         self.acc.wait_for_everyone()
         return ck
 
     def load_checkpoint(self, ck: Path) -> None:
         from safetensors.torch import load_file
 
-        state = torch.load(ck / STATE_NAME, map_location="cpu", weights_only=False)
+        state = load_trainer_state(ck)
         tensors = load_file(str(ck / POLICY_NAME))
         with torch.no_grad():
             for n, p in self.named_params:
@@ -229,12 +250,12 @@ class GRPOTrainer:
         if len(rngs) == self.world:
             set_rng_state(rngs[self.rank])
         else:
-            seed_everything(self.args.seed + 1000 * self.rank + self.step)
+            seed_everything(self.settings.seed + 1000 * self.rank + self.step)
 
     # ---------------------------------------------------------------------------------------
     def _rollout(self, samples):
         """Generation + rewards for this process's prompts (in micro-batches)."""
-        a, rm = self.args, self.rm
+        a, rm = self.settings, self.rm
         G = a.num_generations
         times = StepTimes()
         rolls = []
@@ -262,7 +283,7 @@ class GRPOTrainer:
         return rolls, times
 
     def train_step(self) -> dict:
-        a, rm = self.args, self.rm
+        a, rm = self.settings, self.rm
         G = a.num_generations
         idx = step_indices(len(self.samples), a.prompts_per_step, self.step, a.seed)
         per = len(idx) // self.world
@@ -281,17 +302,17 @@ class GRPOTrainer:
             old = None
             with torch.no_grad():
                 if a.beta != 0:
-                    ref = rm.sequence_logprobs(batch, gen.completion_ids, gen.completion_mask, disable_adapter=True)
+                    ref = sequence_logprobs(rm, batch, gen.completion_ids, gen.completion_mask, disable_adapter=True)
                 if a.iterations > 1:
                     rm.model.eval()
-                    old = rm.sequence_logprobs(batch, gen.completion_ids, gen.completion_mask)
+                    old = sequence_logprobs(rm, batch, gen.completion_ids, gen.completion_mask)
             cached.append((batch, gen, adv, ref, old))
         for it in range(a.iterations):
             self.opt.zero_grad(set_to_none=True)
             rm.model.train()
             rm.afs.train()
             for batch, gen, adv, ref, old in cached:
-                logp = rm.sequence_logprobs(batch, gen.completion_ids, gen.completion_mask)
+                logp = sequence_logprobs(rm, batch, gen.completion_ids, gen.completion_mask)
                 mask = gen.completion_mask.to(logp.device)
                 loss, st = grpo_loss(logp, old if old is not None else logp.detach(), ref, adv, mask,
                                      beta=a.beta, eps=a.epsilon)
@@ -336,7 +357,7 @@ class GRPOTrainer:
     def train(self) -> dict:
         from tqdm import tqdm
 
-        a = self.args
+        a = self.settings
         last = {}
         bar = tqdm(total=a.steps, initial=self.step, desc="grpo", unit="step",
                    disable=not self.acc.is_main_process or a.quiet)
@@ -367,51 +388,5 @@ class GRPOTrainer:
         return last
 
 
-def add_grpo_args(ap: argparse.ArgumentParser):
-    g = ap.add_argument_group("GRPO (paper defaults where the paper gives one)")
-    g.add_argument("--out", help="output dir (log.jsonl, checkpoint-N/, final/)")
-    g.add_argument("--split", default="train")
-    g.add_argument("--descriptors", help="safetensors file from `python -m training descriptors`")
-    g.add_argument("--no-descriptor", action="store_true", help="zero descriptors (AFS injection off)")
-    g.add_argument("--steps", type=int, default=100, help="optimisation steps")
-    g.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step over all processes (paper 8)")
-    g.add_argument("--micro-batch", type=int, default=8, help="prompts per forward pass per process")
-    g.add_argument("--num-generations", "-G", type=int, default=4, help="completions per prompt (paper 4)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-completion-length", type=int, default=96)
-    g.add_argument("--beta", type=float, default=0.01, help="KL coefficient")
-    g.add_argument("--epsilon", type=float, default=0.2, help="ratio clip")
-    g.add_argument("--iterations", type=int, default=1, help="optimisation passes per batch of samples")
-    g.add_argument("--lr", type=float, default=1e-5)
-    g.add_argument("--warmup", type=float, default=0.1)
-    g.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--max-grad-norm", type=float, default=1.0)
-    g.add_argument("--lora-r", type=int, default=64)
-    g.add_argument("--lora-alpha", type=int, default=128)
-    g.add_argument("--lora-dropout", type=float, default=0.05)
-    g.add_argument("--freeze-afs", action="store_true", help="keep the AFS fixed (default: trainable)")
-    g.add_argument("--afs-lr", type=float, default=None, help="learning rate of the AFS (default: --lr)")
-    g.add_argument("--gradient-checkpointing", action="store_true")
-    g.add_argument("--w-format", type=float, default=1.0)
-    g.add_argument("--w-answer", type=float, default=1.0)
-    g.add_argument("--w-ground", type=float, default=1.0)
-    g.add_argument("--grounding", choices=("strict", "paper"), default="strict")
-    g.add_argument("--strict-format", action="store_true")
-    g.add_argument("--allow-float", action="store_true", help="accept float box coordinates")
-    g.add_argument("--segmenter", choices=("model", "box"), default="model",
-                   help="R_g masks: the model dir's segmenter, or filled boxes (fast; for random tiny segmenters)")
-    g.add_argument("--reward-box-refine", type=int, default=0, metavar="N",
-                   help="R_g masks re-prompted N times with their own boxes, as segmenter.box_refine does at "
-                        "inference (needs --segmenter model; default %(default)s)")
-    g.add_argument("--save-every", type=int, default=50)
-    g.add_argument("--resume", help="checkpoint dir, or 'auto' for the latest checkpoint-N in --out")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--dump-replica-weights", action="store_true",
-                   help="each process writes OUT/replica-RANK.safetensors at the end (consistency checks)")
-    g.add_argument("--quiet-log", action="store_true", help="do not echo the per-step log lines")
-
-
-def run_grpo(args) -> dict:
-    return GRPOTrainer(args).train()
+def run_grpo(s: GrpoSettings) -> dict:
+    return GRPOTrainer(s).train()

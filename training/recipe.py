@@ -40,11 +40,20 @@ test. Threads: 2 (the 2-core CPU this recipe targets), split 1 + 1 between paral
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from training.commands import COMMANDS
+from training.errors import SettingsError, TrainingError, run_reporting_errors
+from training.layout import RunLayout
+from training.settings import (OneLineParser, DescriptorsSettings, GrpoSettings, SegmenterFtSettings, SftCoarseSettings,
+                               SftResponseSettings, SynthSettings, VisionPretrainSettings)
 
 # The recipe (full scale). Chosen by profiling on 2 CPU cores: see docs/training.md.
 TINY_SYNTH = {
@@ -86,16 +95,51 @@ def recipe_config(scale: str = "full") -> dict:
     return cfg
 
 
-def _flags(d: dict) -> list[str]:
-    out = []
-    for k, v in d.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            if v:
-                out.append(flag)
-        else:
-            out += [flag, str(v)]
-    return out
+# the configuration sections that are a training command's settings
+SECTION_SETTINGS = {"synth": SynthSettings, "vision_pretrain": VisionPretrainSettings, "sft_coarse": SftCoarseSettings,
+                    "segmenter_ft": SegmenterFtSettings, "sft_response": SftResponseSettings, "grpo": GrpoSettings}
+
+
+def _refuse_unknown(cls, section: str, values: dict) -> None:
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise SettingsError(f"recipe section {section!r}: unknown option(s) {', '.join(unknown)}")
+
+
+def check_sections(cfg: dict) -> None:
+    """Refuse a configuration key no command takes, by name, before any stage runs."""
+    for section, cls in SECTION_SETTINGS.items():
+        _refuse_unknown(cls, section, cfg.get(section) or {})
+
+
+def section_settings(cls, section: str, values: dict, **fixed):
+    """Settings `cls` from a recipe config section over the stage's own values (the section wins,
+    as its flags came last on the old command lines)."""
+    _refuse_unknown(cls, section, values)
+    return cls(**{**fixed, **values})
+
+
+@dataclass(frozen=True)
+class Step:
+    """A recipe stage that is a training command: its name in recipe.json, the file whose existence
+    marks it done (--resume), the command and the settings it runs with."""
+    name: str
+    done: Path
+    cmd: str
+    settings: Any
+
+    def argv(self) -> list[str]:
+        return COMMANDS[self.cmd].argv(self.settings)
+
+    def command_line(self) -> str:
+        """The command that reruns this stage by hand (printed and kept in recipe.json)."""
+        return "python -m training " + " ".join(self.argv())
+
+    def run(self):
+        return COMMANDS[self.cmd].run(self.settings)
+
+    def with_settings(self, **changes) -> "Step":
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))
 
 
 class Recipe:
@@ -103,6 +147,7 @@ class Recipe:
                  device: str = "cpu", workers: int = 1, with_ablation: bool = False, wall_note: str | None = None,
                  repeat_seed: int | None = None):
         self.out, self.model_out, self.cfg, self.resume = out, model_out, cfg, resume
+        self.layout = RunLayout(out)
         self.repeat_seed = repeat_seed
         self.wall_note = wall_note
         self.with_ablation = with_ablation
@@ -112,8 +157,7 @@ class Recipe:
         self.finished = False
         self.commands: list[str] = []
         self.t0 = time.perf_counter()
-        self.state_file = out / ("recipe.json" if not ablation and repeat_seed is None
-                                 else f"recipe_{ablation}.json" if ablation else f"recipe_seed{repeat_seed}.json")
+        self.state_file = self.layout.recipe_state(ablation, repeat_seed)
         self.prev: dict = {}
         if resume and self.state_file.exists():
             self.prev = json.loads(self.state_file.read_text())
@@ -138,230 +182,247 @@ class Recipe:
             state["wall_note"] = note
         self.state_file.write_text(json.dumps(state, indent=1))
 
-    def stage(self, name: str, done: Path, argv: list[str] | None = None, fn=None):
-        cmd = "python -m training " + " ".join(argv) if argv else f"({name})"
+    def stage(self, name: str, done: Path, fn, cmd: str | None = None):
+        """Run fn() in this process as stage `name`, unless --resume finds `done`."""
+        cmd = cmd or f"({name})"
         self.commands.append(cmd)
         if self.resume and done.exists():
             print(f"[recipe] {name}: exists ({done}), skipped", flush=True)
             return
         print(f"\n[recipe] === {name} === {cmd}\n[recipe] elapsed so far {self._el()}", flush=True)
         t = time.perf_counter()
-        if argv:
-            from training.cli import main as cli_main
-
-            rc = cli_main(argv)
-            if rc:
-                raise SystemExit(f"[recipe] stage {name} failed (exit {rc})")
-        else:
-            fn()
+        fn()
         self.times[name] = round(time.perf_counter() - t, 1)
         self.ran.append(name)
         print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
         self._save()
 
-    def stage_parallel(self, lanes: list[list[tuple[str, Path, list[str]]]], logs: Path | None = None):
+    def run_step(self, step: Step):
+        self.stage(step.name, step.done, step.run, step.command_line())
+
+    def stage_parallel(self, lanes: list[list[Step]], logs: Path | None = None):
         """Run independent lanes of stages at once: each lane's stages in order, one process each
-        (logs: <logs or OUT/logs>/<stage>.log). On the 2-core target, two 1-thread processes get more done
-        than one 2-thread process: the models are too small for intra-op threads to scale."""
-        import subprocess
+        (`python -m training CMD` with the step's flags; logs: <logs or OUT/logs>/<stage>.log). On the
+        2-core target, two 1-thread processes get more done than one 2-thread process: the models are
+        too small for intra-op threads to scale."""
         import threading
 
-        logs = logs or self.out / "logs"
+        logs = logs or self.layout.logs
         logs.mkdir(parents=True, exist_ok=True)
         failed: list[str] = []
         lock = threading.Lock()
-
-        def run_lane(lane):
-            for name, done, argv in lane:
-                if self.resume and done.exists():
-                    print(f"[recipe] {name}: exists ({done}), skipped", flush=True)
-                    continue
-                log = logs / f"{name}.log"
-                print(f"\n[recipe] === {name} (parallel lane) === python -m training {' '.join(argv)}\n"
-                      f"[recipe] log: {log}; elapsed so far {self._el()}", flush=True)
-                t = time.perf_counter()
-                with open(log, "w") as f:
-                    rc = subprocess.call([sys.executable, "-m", "training", *argv], stdout=f, stderr=subprocess.STDOUT)
-                with lock:
-                    if rc:
-                        failed.append(f"{name} (exit {rc}, see {log})")
-                        return
-                    self.times[name] = round(time.perf_counter() - t, 1)
-                    self.ran.append(name)
-                    self._save()
-                print(f"[recipe] {name} done in {self.times[name]:.0f} s (total {self._el()})", flush=True)
-
         for lane in lanes:
-            self.commands += ["python -m training " + " ".join(argv) for _, _, argv in lane]
-        threads = [threading.Thread(target=run_lane, args=(lane,)) for lane in lanes]
+            self.commands += [step.command_line() for step in lane]
+        threads = [threading.Thread(target=self._run_lane, args=(lane, logs, lock, failed)) for lane in lanes]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         if failed:
-            raise SystemExit(f"[recipe] stage(s) failed: {', '.join(failed)}")
+            raise TrainingError(f"[recipe] stage(s) failed: {', '.join(failed)}")
+
+    def _run_lane(self, lane: list[Step], logs: Path, lock, failed: list[str]) -> None:
+        import subprocess
+
+        for step in lane:
+            if self.resume and step.done.exists():
+                print(f"[recipe] {step.name}: exists ({step.done}), skipped", flush=True)
+                continue
+            log = logs / f"{step.name}.log"
+            print(f"\n[recipe] === {step.name} (parallel lane) === {step.command_line()}\n"
+                  f"[recipe] log: {log}; elapsed so far {self._el()}", flush=True)
+            t = time.perf_counter()
+            with open(log, "w") as f:
+                rc = subprocess.call([sys.executable, "-m", "training", *step.argv()], stdout=f,
+                                     stderr=subprocess.STDOUT)
+            with lock:
+                if rc:
+                    failed.append(f"{step.name} (exit {rc}, see {log})")
+                    return
+                self.times[step.name] = round(time.perf_counter() - t, 1)
+                self.ran.append(step.name)
+                self._save()
+            print(f"[recipe] {step.name} done in {self.times[step.name]:.0f} s (total {self._el()})", flush=True)
 
     def _el(self) -> str:
         s = int(time.perf_counter() - self.t0)
         return f"{s // 60}m{s % 60:02d}s"
 
-    def _response_arms(self, o: Path, stage1: Path, data: Path, desc: Path):
-        """(AFS arm, no-descriptor arm): each its sft-response -> grpo stages, writing under `o`."""
-        c = self.cfg
-        sft_args = ["--quiet", *_flags(c["sft_response"])]
-        # Descriptor dropout / noise act on the descriptor path only; with zero descriptors they are
-        # no-ops, so the ablation arm runs without them (noise needs stored descriptors to scale by).
-        nodesc_sft_args = ["--quiet", *_flags({k: v for k, v in c["sft_response"].items()
-                                               if k not in ("descriptor_dropout", "descriptor_noise")})]
-        main_arm = [("sft-response", o / "sft" / "earl.yaml",
-                     ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft"),
-                      "--descriptors", str(desc), *sft_args]),
-                    ("grpo", o / "grpo" / "final" / "earl.yaml",
-                     ["grpo", "--model", str(o / "sft"), "--data", str(data), "--out", str(o / "grpo"),
-                      "--descriptors", str(desc), "--quiet", *_flags(c["grpo"])])]
-        # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
-        ablation_arm = [("sft-response-nodesc", o / "sft_nodesc" / "earl.yaml",
-                         ["sft-response", "--model", str(stage1), "--data", str(data), "--out", str(o / "sft_nodesc"),
-                          "--no-descriptor", *nodesc_sft_args]),
-                        ("grpo-nodesc", o / "grpo_nodesc" / "final" / "earl.yaml",
-                         ["grpo", "--model", str(o / "sft_nodesc"), "--data", str(data), "--out", str(o / "grpo_nodesc"),
-                          "--no-descriptor", "--quiet", *_flags(c["grpo"])])]
-        return main_arm, ablation_arm
+    # ---------------------------------------------------------------------------------------
+    # the stages
 
-    def run(self) -> Path:
-        c, o = self.cfg, self.out
-        self._save()  # recipe.json from the first second: marks the dir as a run dir a fresh run may replace
-        th = ["--threads", str(c["threads"])]
-        dev = th + (["--device", self.device] if self.device != "cpu" else [])
-        data, m0 = o / "data", o / "model0"
-        self.stage("synth", data / "corpus.txt", ["synth", "--out", str(data), "--quiet", "--workers", str(self.workers),
-                                                 *_flags(c["synth"])])
+    def _data_and_model0(self) -> None:
+        c, L = self.cfg, self.layout
+        self.run_step(Step("synth", L.data / "corpus.txt", "synth", section_settings(
+            SynthSettings, "synth", c["synth"], out=str(L.data), quiet=True, workers=self.workers)))
 
         def build_tiny():
             from earl_ros.model.tiny import build_tiny_model_dir
 
-            extra = [ln for ln in (data / "corpus.txt").read_text().splitlines() if ln.strip()]
-            build_tiny_model_dir(m0, extra_texts=extra, name="earl-tiny-synth", **c["tiny"])
-        self.stage("tiny", m0 / "earl.yaml", fn=build_tiny)
-        vis, seg, stage1 = o / "vision", o / "seg", o / "stage1"
-        desc = o / "coarse" / "descriptors.safetensors"
-        half = ["--threads", str(max(1, c["threads"] // 2))]
-        # Two lanes: the VLM towers (vision pretraining, coarse SFT, descriptors) and the segmenter,
-        # which only needs model0's segmenter; they meet in `stage1`.
+            extra = [ln for ln in (L.data / "corpus.txt").read_text().splitlines() if ln.strip()]
+            build_tiny_model_dir(L.model0, extra_texts=extra, name="earl-tiny-synth", **c["tiny"])
+        self.stage("tiny", L.model0 / "earl.yaml", build_tiny)
+
+    def _stage1(self) -> None:
+        """Two lanes: the VLM towers (vision pretraining, coarse SFT, descriptors) and the segmenter,
+        which only needs model0's segmenter; they meet in `stage1`."""
+        c, L = self.cfg, self.layout
+        half = max(1, c["threads"] // 2)
+        data = str(L.data)
         self.stage_parallel([
-            [("vision-pretrain", vis / "earl.yaml",
-              ["vision-pretrain", "--model", str(m0), "--out", str(vis), "--quiet", *half,
-               *_flags(c["vision_pretrain"])]),
-             ("sft-coarse", o / "coarse" / "earl.yaml",
-              ["sft-coarse", "--model", str(vis), "--data", str(data), "--out", str(o / "coarse"),
-               "--quiet", *half, *_flags(c["sft_coarse"])]),
-             ("descriptors", desc, ["descriptors", "--model", str(o / "coarse"), "--data", str(data),
-                                    "--split", "train", "val", "--out", str(desc), "--quiet", *half])],
-            [("segmenter-ft", seg / "earl.yaml",
-              ["segmenter-ft", "--model", str(m0), "--data", str(data), "--out", str(seg), *half,
-               *_flags(c["segmenter_ft"])])],
+            [Step("vision-pretrain", L.vision / "earl.yaml", "vision-pretrain", section_settings(
+                VisionPretrainSettings, "vision_pretrain", c["vision_pretrain"], model=str(L.model0),
+                out=str(L.vision), quiet=True, threads=half)),
+             Step("sft-coarse", L.coarse / "earl.yaml", "sft-coarse", section_settings(
+                 SftCoarseSettings, "sft_coarse", c["sft_coarse"], model=str(L.vision), data=data, out=str(L.coarse),
+                 quiet=True, threads=half)),
+             Step("descriptors", L.descriptors, "descriptors", DescriptorsSettings(
+                 model=str(L.coarse), data=data, split=["train", "val"], out=str(L.descriptors), quiet=True,
+                 threads=half))],
+            [Step("segmenter-ft", L.seg / "earl.yaml", "segmenter-ft", section_settings(
+                SegmenterFtSettings, "segmenter_ft", c["segmenter_ft"], model=str(L.model0), data=data,
+                out=str(L.seg), threads=half))],
         ])
 
         def assemble():
-            from training.common import derive_model_dir, read_manifest_raw
             from earl_ros.model.manifest import write_manifest
+            from training.common import derive_model_dir, read_manifest_raw
 
-            derive_model_dir(o / "coarse", stage1, extra={"segmenter_ft": read_manifest_raw(seg)["training"]
-                                                          .get("segmenter_ft")})
-            raw = read_manifest_raw(stage1)
-            raw["segmenter"] = {**read_manifest_raw(seg)["segmenter"], "path": str((seg / "sam").resolve()),
+            derive_model_dir(L.coarse, L.stage1, extra={"segmenter_ft": read_manifest_raw(L.seg)["training"]
+                                                        .get("segmenter_ft")})
+            raw = read_manifest_raw(L.stage1)
+            raw["segmenter"] = {**read_manifest_raw(L.seg)["segmenter"], "path": str((L.seg / "sam").resolve()),
                                 "decoder_onnx": None}
-            write_manifest(stage1, raw)
-        self.stage("stage1", stage1 / "earl.yaml", fn=assemble)
-        main_arm, ablation_arm = self._response_arms(o, stage1, data, desc)
+            write_manifest(L.stage1, raw)
+        self.stage("stage1", L.stage1 / "earl.yaml", assemble)
+
+    def _response_arms(self, arm: RunLayout) -> tuple[list[Step], list[Step]]:
+        """(AFS arm, no-descriptor arm): each its sft-response -> grpo stages, writing under `arm`,
+        from this run's stage-1 model, data and descriptors."""
+        c, L = self.cfg, self.layout
+        shared = {"data": str(L.data), "quiet": True}
+        desc = {"descriptors": str(L.descriptors)}
+        # Descriptor dropout / noise act on the descriptor path only; with zero descriptors they are
+        # no-ops, so the ablation arm runs without them (noise needs stored descriptors to scale by).
+        nodesc_sft = {k: v for k, v in c["sft_response"].items() if k not in ("descriptor_dropout", "descriptor_noise")}
+        main_arm = [
+            Step("sft-response", arm.sft / "earl.yaml", "sft-response", section_settings(
+                SftResponseSettings, "sft_response", c["sft_response"], model=str(L.stage1), out=str(arm.sft),
+                **shared, **desc)),
+            Step("grpo", arm.grpo_final / "earl.yaml", "grpo", section_settings(
+                GrpoSettings, "grpo", c["grpo"], model=str(arm.sft), out=str(arm.grpo), **shared, **desc))]
+        # The no-descriptor ablation: same data, stages, steps and hyper-parameters, zero descriptors (AFS off).
+        ablation_arm = [
+            Step("sft-response-nodesc", arm.sft_nodesc / "earl.yaml", "sft-response", section_settings(
+                SftResponseSettings, "sft_response", nodesc_sft, model=str(L.stage1), out=str(arm.sft_nodesc),
+                no_descriptor=True, **shared)),
+            Step("grpo-nodesc", arm.grpo_nodesc_final / "earl.yaml", "grpo", section_settings(
+                GrpoSettings, "grpo", c["grpo"], model=str(arm.sft_nodesc), out=str(arm.grpo_nodesc),
+                no_descriptor=True, **shared))]
+        return main_arm, ablation_arm
+
+    def _lane_settings(self, **extra) -> dict:
+        """Threads and device of a stage in one of two parallel lanes."""
+        return {"threads": max(1, self.cfg["threads"] // 2), "device": self.device, **extra}
+
+    def _repeat(self) -> Path:
+        """Both arms again with another training seed, into OUT/seed<S>/, in two 1-thread lanes: the
+        GRPO and AFS targets are judged over seeds, since one draw moves cIoU as much as they do."""
+        sd = self.layout.seed(self.repeat_seed)
+        lane = self._lane_settings(seed=self.repeat_seed)
+        arms = self._response_arms(sd)
+        self.stage_parallel([[step.with_settings(**lane) for step in arm] for arm in arms], logs=sd.logs)
+        print(f"[recipe] seed {self.repeat_seed} repeat finished: {json.dumps(self.times)}", flush=True)
+        self.finished = True
+        self._save()
+        return sd.root
+
+    def _select(self) -> None:
+        """Model selection on the validation split (seed 0, never the held-out test seeds): the
+        response stage (SFT warm-up or SFT + GRPO), coordinate decoding and box_refine count with
+        the highest val cIoU, written to OUT/selection.json."""
+        from earl_ros.model.coordinates import CoordinateDecodingError
+        from training.evaluate import evaluate, refine_sweep
+
+        c, L = self.cfg, self.layout
+        stage_dirs = {"sft": L.sft, "grpo": L.grpo_final}
+        modes = list(c["select"].get("coordinates") or ["greedy"])
+        results = {}  # (stage, coordinates) -> val result
+        for name, d in stage_dirs.items():
+            for mode in modes:
+                try:
+                    r = results[name, mode] = evaluate(d, L.data, "val", image_limit=c["select"]["val_images"],
+                                                       progress=False, box_refine=0, coordinates=mode)
+                except CoordinateDecodingError as e:  # e.g. a tokenizer that spells numbers by digit
+                    print(f"[recipe] val {name} coordinates {mode}: not available ({e.message})", flush=True)
+                    continue
+                print(f"[recipe] val {name} coordinates {mode}: cIoU {100 * r['cIoU']:.2f} "
+                      f"no-target {100 * r['no_target_acc']:.1f}%", flush=True)
+        # Every candidate is scored as it would ship: at its best box_refine count on the same
+        # validation answers (only the segmenter runs again, seconds per candidate). Ties go to
+        # GRPO (the full method), the earlier-listed (simpler) decoding, then fewer rounds.
+        rounds = c["select"]["box_refine_rounds"]
+        sweeps = {k: refine_sweep(r, stage_dirs[k[0]], L.data, rounds=rounds) for k, r in results.items()}
+        refines = {k: max(sw, key=lambda n: (round(sw[n]["cIoU"], 4), -n)) for k, sw in sweeps.items()}
+        for (name, m), sw in sweeps.items():
+            print(f"[recipe] val {name} coordinates {m} by box_refine: "
+                  + ", ".join(f"{n}: {100 * v['cIoU']:.2f}" for n, v in sw.items()), flush=True)
+        best, mode = max(results, key=lambda k: (round(sweeps[k][refines[k]]["cIoU"], 4), k[0] == "grpo",
+                                                 -modes.index(k[1])))
+        scores = {name: {"cIoU": sweeps[name, m][refines[name, m]]["cIoU"], "box_refine": refines[name, m],
+                         "no_target_acc": r["no_target_acc"], "n": r["n"]}
+                  for (name, m), r in results.items() if m == mode}
+        L.selection.write_text(json.dumps({
+            "scores": scores, "selected": best, "coordinates": mode, "box_refine": refines[best, mode],
+            "coordinates_val_cIoU": {name: {m: r["cIoU"] for (n, m), r in results.items() if n == name}
+                                     for name in stage_dirs},
+            "box_refine_val_cIoU": {k: r["cIoU"] for k, r in sweeps[best, mode].items()},
+            "val_cIoU": {name: {m: {k: r["cIoU"] for k, r in sw.items()} for (n, m), sw in sweeps.items()
+                                if n == name} for name in stage_dirs}}, indent=1))
+
+    def _export(self) -> None:
+        from training.export import export_model_dir
+
+        sel = json.loads(self.layout.selection.read_text())
+        best = sel["selected"]
+        stage_dir = {"sft": self.layout.sft, "grpo": self.layout.grpo_final}[best]
+        export_model_dir(stage_dir, self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
+                         coordinates=sel.get("coordinates", "greedy"),
+                         extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
+                                "stage_seconds": dict(self.times)})
+
+    def run(self) -> Path:
+        L = self.layout
+        self._save()  # recipe.json from the first second: marks the dir as a run dir a fresh run may replace
+        self._data_and_model0()
+        self._stage1()
         if self.repeat_seed is not None:
-            # Both arms again with another training seed, into OUT/seed<S>/, in two 1-thread lanes: the
-            # GRPO and AFS targets are judged over seeds, since one draw moves cIoU as much as they do.
-            sd = o / f"seed{self.repeat_seed}"
-            seed = ["--seed", str(self.repeat_seed)]
-            hd = half + dev[2:]
-            arms = self._response_arms(sd, stage1, data, desc)
-            self.stage_parallel([[(n, d, [*a, *seed, *hd]) for n, d, a in arm] for arm in arms], logs=sd / "logs")
-            print(f"[recipe] seed {self.repeat_seed} repeat finished: {json.dumps(self.times)}", flush=True)
-            self.finished = True
-            self._save()
-            return sd
+            return self._repeat()
+        main_arm, ablation_arm = self._response_arms(L)
+        full = {"threads": self.cfg["threads"], "device": self.device}
         if self.ablation == "no-descriptor":
-            for name, done, argv in ablation_arm:
-                self.stage(name, done, [*argv, *dev])
+            for step in ablation_arm:
+                self.run_step(step.with_settings(**full))
             print(f"[recipe] ablation finished: {json.dumps(self.times)}", flush=True)
-            return o / "grpo_nodesc" / "final"
+            return L.grpo_nodesc_final
         if self.with_ablation:  # both arms at once, each a lane with half the threads
-            hd = half + dev[2:]
-            self.stage_parallel([[(n, d, [*a, *hd]) for n, d, a in main_arm],
-                                 [(n, d, [*a, *hd]) for n, d, a in ablation_arm]])
+            lane = self._lane_settings()
+            self.stage_parallel([[step.with_settings(**lane) for step in arm] for arm in (main_arm, ablation_arm)])
         else:
-            for name, done, argv in main_arm:
-                self.stage(name, done, [*argv, *dev])
-        # Model selection on the validation split (seed 0, never the held-out test seeds): export the
-        # response stage (SFT warm-up or SFT + GRPO) with the higher val cIoU.
-        sel_file = o / "selection.json"
-        stage_dirs = {"sft": o / "sft", "grpo": o / "grpo" / "final"}
-
-        def select():
-            from earl_ros.model.coordinates import CoordinateDecodingError
-            from training.evaluate import evaluate, refine_sweep
-
-            modes = list(c["select"].get("coordinates") or ["greedy"])
-            results = {}  # (stage, coordinates) -> val result
-            for name, d in stage_dirs.items():
-                for mode in modes:
-                    try:
-                        r = results[name, mode] = evaluate(d, data, "val", image_limit=c["select"]["val_images"],
-                                                           progress=False, box_refine=0, coordinates=mode)
-                    except CoordinateDecodingError as e:  # e.g. a tokenizer that spells numbers by digit
-                        print(f"[recipe] val {name} coordinates {mode}: not available ({e.message})", flush=True)
-                        continue
-                    print(f"[recipe] val {name} coordinates {mode}: cIoU {100 * r['cIoU']:.2f} "
-                          f"no-target {100 * r['no_target_acc']:.1f}%", flush=True)
-            # Every candidate is scored as it would ship: at its best box_refine count on the same
-            # validation answers (only the segmenter runs again, seconds per candidate). Ties go to
-            # GRPO (the full method), the earlier-listed (simpler) decoding, then fewer rounds.
-            rounds = c["select"]["box_refine_rounds"]
-            sweeps = {k: refine_sweep(r, stage_dirs[k[0]], data, rounds=rounds) for k, r in results.items()}
-            refines = {k: max(sw, key=lambda n: (round(sw[n]["cIoU"], 4), -n)) for k, sw in sweeps.items()}
-            for (name, m), sw in sweeps.items():
-                print(f"[recipe] val {name} coordinates {m} by box_refine: "
-                      + ", ".join(f"{n}: {100 * v['cIoU']:.2f}" for n, v in sw.items()), flush=True)
-            best, mode = max(results, key=lambda k: (round(sweeps[k][refines[k]]["cIoU"], 4), k[0] == "grpo",
-                                                     -modes.index(k[1])))
-            refine = refines[best, mode]
-            scores = {name: {"cIoU": sweeps[name, m][refines[name, m]]["cIoU"], "box_refine": refines[name, m],
-                             "no_target_acc": r["no_target_acc"], "n": r["n"]}
-                      for (name, m), r in results.items() if m == mode}
-            sel_file.write_text(json.dumps({
-                "scores": scores, "selected": best, "coordinates": mode, "box_refine": refine,
-                "coordinates_val_cIoU": {name: {m: r["cIoU"] for (n, m), r in results.items() if n == name}
-                                         for name in stage_dirs},
-                "box_refine_val_cIoU": {k: r["cIoU"] for k, r in sweeps[best, mode].items()},
-                "val_cIoU": {name: {m: {k: r["cIoU"] for k, r in sw.items()} for (n, m), sw in sweeps.items()
-                                    if n == name} for name in stage_dirs}}, indent=1))
-        self.stage("select", sel_file, fn=select)
+            for step in main_arm:
+                self.run_step(step.with_settings(**full))
+        self.stage("select", L.selection, self._select)
         if self.model_out is not None:
-            def export():
-                from training.export import export_model_dir
-
-                sel = json.loads(sel_file.read_text())
-                best = sel["selected"]
-                export_model_dir(stage_dirs[best], self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
-                                 coordinates=sel.get("coordinates", "greedy"),
-                                 extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
-                                        "stage_seconds": dict(self.times)})
-            self.stage("export", Path("/nonexistent-always-run"), fn=export)
+            self.stage("export", Path("/nonexistent-always-run"), self._export)
         self.finished = True
         self._save()
         total = sum(self.times.values())
         print(f"[recipe] finished: {json.dumps(self.times)} total {total:.0f} s", flush=True)
-        return self.model_out or (o / "grpo" / "final")
+        return self.model_out or L.grpo_final
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training recipe",
+def _parser() -> argparse.ArgumentParser:
+    ap = OneLineParser(prog="python -m training recipe",
                                  description="End-to-end training recipes (tiny-synth: the embedded default model).")
     ap.add_argument("name", choices=("tiny-synth", "tiny-synth-eval"),
                     help="tiny-synth: train + export; tiny-synth-eval: held-out eval, ablation table, model card")
@@ -373,35 +434,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="skip stages whose output exists")
     arms = ap.add_mutually_exclusive_group()  # --ablation trains only the ablation arm, --with-ablation both
     arms.add_argument("--ablation", choices=("no-descriptor",), default=None,
-                    help="after the recipe: train the response stages of an ablation arm in the same run dir "
-                         "(same data, stage-1 models, steps; the shared stages are reused, so it implies "
-                         "--resume); nothing is exported")
+                      help="after the recipe: train the response stages of an ablation arm in the same run dir "
+                           "(same data, stage-1 models, steps; the shared stages are reused, so it implies "
+                           "--resume); nothing is exported")
     arms.add_argument("--with-ablation", action="store_true",
-                    help="train the no-descriptor arm alongside the shipped one (two 1-thread lanes) instead "
-                         "of by a second --ablation command")
+                      help="train the no-descriptor arm alongside the shipped one (two 1-thread lanes) instead "
+                           "of by a second --ablation command")
     arms.add_argument("--repeat-seed", type=int, default=None, metavar="S",
-                    help="after the recipe: train both arms' response stages again with training seed S (>= 1) "
-                         "into OUT/seed<S>/ (two 1-thread lanes, stage-1 models reused, nothing exported); "
-                         "tiny-synth-eval then judges the GRPO and AFS targets over every seed")
+                      help="after the recipe: train both arms' response stages again with training seed S (>= 1) "
+                           "into OUT/seed<S>/ (two 1-thread lanes, stage-1 models reused, nothing exported); "
+                           "tiny-synth-eval then judges the GRPO and AFS targets over every seed")
     ap.add_argument("--device", default="cpu", help="device of the response stages")
     ap.add_argument("--wall-note", default=None, metavar="TEXT",
                     help="one sentence on how this run's wall clock was measured (e.g. stages reused from another "
                          "run, a shared machine); kept in recipe.json through later --resume runs and printed "
                          "under the model card's timing")
     ap.add_argument("--workers", type=int, default=1, help="processes drawing the synthetic images")
-    args = ap.parse_args(argv)
-    if args.name == "tiny-synth-eval":  # one process at a time; its latency table is measured as the node runs
-        from training.report import run_report
+    return ap
 
-        run_report(Path(args.out), Path(args.model_out))
-        return 0
-    import os
 
-    # Sleep instead of spinning in OpenMP barriers: on a shared 2-core machine a spinning trainer and
-    # any other torch process slow each other down ~10x (must be set before torch starts its pool).
-    # Not for tiny-synth-eval: passive waiting about doubles one query's latency (215 vs 108 ms median).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+def _config(args) -> dict:
+    """The recipe configuration at --scale with the --config file's sections merged in."""
     cfg = recipe_config(args.scale)
     if args.config:
         import yaml
@@ -409,29 +462,62 @@ def main(argv: list[str] | None = None) -> int:
         over = yaml.safe_load(Path(args.config).read_text()) or {}
         for k, v in over.items():
             if k not in cfg:
-                raise SystemExit(f"{args.config}: unknown recipe section {k!r} (known: {', '.join(cfg)})")
+                raise SettingsError(f"{args.config}: unknown recipe section {k!r} (known: {', '.join(cfg)})")
             cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
-    torch.set_num_threads(cfg["threads"])
+    check_sections(cfg)
+    return cfg
+
+
+def _prepare_run_dir(args) -> Path:
+    """Check the arm options against the run dir, then clear it for a fresh run. Returns the run dir."""
     out = Path(args.out)
     if args.repeat_seed is not None and args.repeat_seed < 1:
-        raise SystemExit(f"--repeat-seed {args.repeat_seed}: seed 0 is the recipe run itself; repeats use seeds >= 1")
+        raise SettingsError(f"--repeat-seed {args.repeat_seed}: seed 0 is the recipe run itself; repeats use "
+                            "seeds >= 1")
     if args.ablation or args.repeat_seed is not None:  # they start from this run's stage-1 models: never wipe them
-        if not (out / "stage1" / "earl.yaml").exists():
-            raise SystemExit(f"{out}: no stage-1 model to train the {'ablation arm' if args.ablation else 'repeat'} "
-                             f"from; run `python -m training recipe tiny-synth --out {out}` first")
+        if not (RunLayout(out).stage1 / "earl.yaml").exists():
+            raise TrainingError(f"{out}: no stage-1 model to train the "
+                                f"{'ablation arm' if args.ablation else 'repeat'} from; run "
+                                f"`python -m training recipe tiny-synth --out {out}` first")
         args.resume = True
     if out.exists() and not args.resume:
         # A fresh run replaces the run dir; never a folder this recipe did not write (`--out .` or a typo
         # must not delete a user's files). Recipe.run marks its dir with recipe.json before any stage.
-        if any(out.iterdir()) and not (out / "recipe.json").exists():
-            raise SystemExit(f"{out} exists and is not a recipe run dir (no recipe.json): refusing to replace it; "
-                             "pass another --out, remove it yourself, or add --resume to continue a run in it")
+        if any(out.iterdir()) and not RunLayout(out).recipe_state().exists():
+            raise TrainingError(f"{out} exists and is not a recipe run dir (no recipe.json): refusing to replace "
+                                "it; pass another --out, remove it yourself, or add --resume to continue a run in it")
         shutil.rmtree(out)
+    return out
+
+
+def _train(args) -> int:
+    import os
+
+    # Sleep instead of spinning in OpenMP barriers: on a shared 2-core machine a spinning trainer and
+    # any other torch process slow each other down ~10x (must be set before torch starts its pool).
+    # Not for tiny-synth-eval: passive waiting about doubles one query's latency (215 vs 108 ms median).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from training.common import env_offline
+
+    env_offline()
+    cfg = _config(args)
+    torch.set_num_threads(cfg["threads"])
+    out = _prepare_run_dir(args)
     model_out = Path(args.model_out) if args.model_out and not args.ablation and args.repeat_seed is None else None
-    r = Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,
-               with_ablation=args.with_ablation, wall_note=args.wall_note, repeat_seed=args.repeat_seed)
-    r.run()
+    Recipe(out, model_out, cfg, args.resume, ablation=args.ablation, device=args.device, workers=args.workers,
+           with_ablation=args.with_ablation, wall_note=args.wall_note, repeat_seed=args.repeat_seed).run()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.name == "tiny-synth-eval":  # one process at a time; its latency table is measured as the node runs
+        from training.report import run_report
+
+        return run_reporting_errors("python -m training recipe", run_report, Path(args.out), Path(args.model_out))
+    return run_reporting_errors("python -m training recipe", _train, args)
 
 
 if __name__ == "__main__":

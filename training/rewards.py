@@ -115,8 +115,9 @@ def grounding_reward(p: ParsedResponse, gt_entities: Sequence[str], gt_masks: np
     pairs = match_boxes(p, gt_entities, one_to_one=(variant == "strict"))
     if not pairs:
         return 0.0
-    sx, sy = box_scale
-    boxes = np.array([p.boxes[bi].box for bi, _ in pairs], np.float64) * np.array([sx, sy, sx, sy])
+    from earl_ros.model.coordinates import scale_boxes
+
+    boxes = scale_boxes([p.boxes[bi].box for bi, _ in pairs], box_scale)
     masks = mask_fn(boxes) if mask_fn is not None else None
     ious = [mask_iou(masks[k], gt_masks[gi]) for k, (_, gi) in enumerate(pairs)]
     if variant == "paper":

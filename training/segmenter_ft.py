@@ -20,7 +20,6 @@ mask IoU (MSE), as SAM does. Output: a model dir whose earl.yaml points its segm
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -32,19 +31,8 @@ import torch
 from training.common import JsonlLogger, derive_model_dir, lr_lambda, manifest_paths, seed_everything, torch_threads
 from training.data import IRGBench
 from training.data.irgbench import load_label_map
-
-
-def add_segmenter_ft_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--out", help="output model dir")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch-images", type=int, default=8, help="images per step")
-    ap.add_argument("--boxes-per-image", type=int, default=3, help="entity boxes per image per step (at most)")
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=float, default=0.03)
-    ap.add_argument("--jitter", type=float, default=0.15, help="max side shift as a fraction of the box size")
-    ap.add_argument("--clean-frac", type=float, default=0.25, help="fraction of boxes given without jitter")
-    ap.add_argument("--seed", type=int, default=0)
+from training.errors import TrainingError
+from training.settings import SegmenterEvalSettings, SegmenterFtSettings
 
 
 def _instances(ds: IRGBench):
@@ -107,79 +95,85 @@ def _image_features(model, kind: str, px) -> tuple:
     return out[-1], (out[0], out[1])  # SAM 2: [s0 (4x), s1 (2x), last]
 
 
-def segmenter_ft(args) -> Path:
-    from earl_ros.model.segmenter import Segmenter, build_prompt_mask_decoder
-
-    seed_everything(args.seed)
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
-    src = Path(paths["segmenter"])
-    seg = Segmenter.from_pretrained(str(src), device=args.device)
-    model = seg.model
-    model.train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    dec = build_prompt_mask_decoder(model, seg.kind)
-    ds = IRGBench(args.data, args.split, image_limit=args.limit)
-    inst = _instances(ds)
+def _entity_masks_by_image(ds: IRGBench) -> dict[str, list[int]]:
+    """Label ids of every entity mask of the split, by image id."""
     by_img: dict[str, list[int]] = {}
-    for iid, lid in inst:
+    for iid, lid in _instances(ds):
         by_img.setdefault(iid, []).append(lid)
-    ids = sorted(by_img)
-    if not ids:
-        raise SystemExit(f"no entity masks in {args.data} split {args.split}")
-    rng = np.random.default_rng(args.seed)
+    return by_img
+
+
+def _image_loss(seg, model, dec, img, lab, lids, rng, s: SegmenterFtSettings):
+    """Summed box -> mask loss of one image's prompts (jittered GT boxes), its box count and the
+    low-resolution IoUs; (None, 0, []) when none of the chosen entities has a mask."""
+    px, _ = seg.preprocess_image(img)
+    emb, high_res = _image_features(model, seg.kind, px)
+    boxes, targets = [], []
+    for lid in lids:
+        m = lab == lid
+        b = _box_of(m)
+        if b is None:
+            continue
+        if rng.random() >= s.clean_frac:
+            b = _jitter(b, m.shape, rng, s.jitter)
+        boxes.append(b)
+        targets.append(m)
+    if not boxes:
+        return None, 0, []
+    bm = torch.as_tensor(seg.boxes_to_model(np.stack(boxes), img.shape[:2]), dtype=torch.float32)
+    logits, iou_pred = dec(emb, bm, *high_res)
+    tgt = torch.stack([_target_lowres(m, seg, logits.shape[-2:]) for m in targets])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt)
+    prob = torch.sigmoid(logits)
+    inter = (prob * tgt).sum((1, 2))
+    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + tgt.sum((1, 2)) + 1)
+    with torch.no_grad():
+        hard = (logits > 0).float()
+        hb = (tgt > 0.5).float()
+        true_iou = (hard * hb).sum((1, 2)) / ((hard + hb).clamp(max=1).sum((1, 2)) + 1e-6)
+    iou_loss = torch.nn.functional.mse_loss(iou_pred, true_iou)
+    loss = bce + dice.mean() + 0.1 * iou_loss
+    return loss * len(boxes), len(boxes), true_iou.tolist()
+
+
+class _SegmenterBatches:
+    """The training images and their labels (label maps cached: every image comes back many times)."""
+
+    def __init__(self, ds: IRGBench, by_img: dict[str, list[int]]):
+        self.ds, self.by_img, self.ids = ds, by_img, sorted(by_img)
+        self.labels: dict[str, np.ndarray] = {}
+
+    def image(self, k: int):
+        """(image, label map, its entity label ids) of image k of the sorted ids."""
+        iid = self.ids[k]
+        img = self.ds.image(iid)
+        if iid not in self.labels:
+            self.labels[iid] = load_label_map(self.ds.root, iid)
+        return img, self.labels[iid], self.by_img[iid]
+
+
+def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSettings, log: JsonlLogger) -> list[float]:
+    """The optimisation loop; returns the mean low-resolution IoU of each step."""
+    rng = np.random.default_rng(s.seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.steps, args.warmup, "cosine"))
-    out = Path(args.out)
-    log = JsonlLogger(out / "segmenter_ft_log.jsonl")
-    label_cache: dict[str, np.ndarray] = {}
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
     t_start = time.perf_counter()
     ious = []
-    for step in range(args.steps):
-        chosen = rng.choice(len(ids), size=min(args.batch_images, len(ids)), replace=False)
+    for step in range(s.steps):
+        chosen = rng.choice(len(data.ids), size=min(s.batch_images, len(data.ids)), replace=False)
         n_boxes, step_iou = 0, []
         opt.zero_grad(set_to_none=True)
         total = torch.zeros(())
         for k in chosen:
-            iid = ids[int(k)]
-            img = ds.image(iid)
-            if iid not in label_cache:
-                label_cache[iid] = load_label_map(ds.root, iid)
-            lab = label_cache[iid]
-            lids = by_img[iid]
-            lids = [lids[i] for i in rng.permutation(len(lids))[:args.boxes_per_image]]
-            px, _ = seg.preprocess_image(img)
-            emb, high_res = _image_features(model, seg.kind, px)
-            boxes, targets = [], []
-            for lid in lids:
-                m = lab == lid
-                b = _box_of(m)
-                if b is None:
-                    continue
-                if rng.random() >= args.clean_frac:
-                    b = _jitter(b, m.shape, rng, args.jitter)
-                boxes.append(b)
-                targets.append(m)
-            if not boxes:
+            img, lab, lids = data.image(int(k))
+            lids = [lids[i] for i in rng.permutation(len(lids))[:s.boxes_per_image]]
+            loss, n, iou = _image_loss(seg, model, dec, img, lab, lids, rng, s)
+            if loss is None:
                 continue
-            bm = torch.as_tensor(seg.boxes_to_model(np.stack(boxes), img.shape[:2]), dtype=torch.float32)
-            logits, iou_pred = dec(emb, bm, *high_res)
-            tgt = torch.stack([_target_lowres(m, seg, logits.shape[-2:]) for m in targets])
-            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt)
-            prob = torch.sigmoid(logits)
-            inter = (prob * tgt).sum((1, 2))
-            dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + tgt.sum((1, 2)) + 1)
-            with torch.no_grad():
-                hard = (logits > 0).float()
-                hb = (tgt > 0.5).float()
-                true_iou = (hard * hb).sum((1, 2)) / ((hard + hb).clamp(max=1).sum((1, 2)) + 1e-6)
-            iou_loss = torch.nn.functional.mse_loss(iou_pred, true_iou)
-            loss = bce + dice.mean() + 0.1 * iou_loss
-            total = total + loss * len(boxes)
-            n_boxes += len(boxes)
-            step_iou.extend(true_iou.tolist())
+            total = total + loss
+            n_boxes += n
+            step_iou.extend(iou)
         if n_boxes == 0:
             continue
         (total / n_boxes).backward()
@@ -187,24 +181,47 @@ def segmenter_ft(args) -> Path:
         opt.step()
         sched.step()
         ious.append(float(np.mean(step_iou)))
-        if step % 10 == 0 or step == args.steps - 1:
+        if step % 10 == 0 or step == s.steps - 1:
             el = time.perf_counter() - t_start
-            log.log({"stage": "segmenter-ft", "step": step + 1, "steps": args.steps,
+            log.log({"stage": "segmenter-ft", "step": step + 1, "steps": s.steps,
                      "loss": float(total.detach()) / n_boxes, "lowres_iou": float(np.mean(ious[-10:])),
                      "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
-                     "eta_s": round(el / (step + 1) * (args.steps - step - 1), 1)})
+                     "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
+    return ious
+
+
+def segmenter_ft(s: SegmenterFtSettings) -> Path:
+    from earl_ros.model.segmenter import Segmenter, build_prompt_mask_decoder
+
+    seed_everything(s.seed)
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
+    src = Path(paths["segmenter"])
+    seg = Segmenter.from_pretrained(str(src), device=s.device)
+    model = seg.model
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    dec = build_prompt_mask_decoder(model, seg.kind)
+    ds = IRGBench(s.data, s.split, image_limit=s.limit)
+    by_img = _entity_masks_by_image(ds)
+    if not by_img:
+        raise TrainingError(f"no entity masks in {s.data} split {s.split}")
+    out = Path(s.out)
+    log = JsonlLogger(out / "segmenter_ft_log.jsonl")
+    ious = _train_segmenter(seg, model, dec, _SegmenterBatches(ds, by_img), s, log)
     model.eval()
     sam_out = out / "sam"
     if sam_out.exists():
         shutil.rmtree(sam_out)
     shutil.copytree(src, sam_out, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx"))
     model.save_pretrained(str(sam_out), safe_serialization=True)
-    derive_model_dir(args.model, out, extra={"segmenter_ft": {"data": str(args.data), "split": args.split,
-                                                              "steps": args.steps, "final_lowres_iou":
-                                                                  float(np.mean(ious[-20:])) if ious else None}})
+    final_iou = float(np.mean(ious[-20:])) if ious else None
+    derive_model_dir(s.model, out, extra={"segmenter_ft": {"data": str(s.data), "split": s.split,
+                                                           "steps": s.steps, "final_lowres_iou": final_iou}})
     _point_segmenter(out, "sam")
-    print(json.dumps({"model_dir": str(out), "steps": args.steps, "instances": len(inst),
-                      "final_lowres_iou": float(np.mean(ious[-20:])) if ious else None}))
+    print(json.dumps({"model_dir": str(out), "steps": s.steps, "instances": sum(map(len, by_img.values())),
+                      "final_lowres_iou": final_iou}))
     return out
 
 
@@ -217,26 +234,20 @@ def _point_segmenter(model_dir: Path, rel: str) -> None:
     write_manifest(model_dir, raw)
 
 
-def add_segmenter_eval_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--out", help="write the metrics as JSON")
-
-
-def segmenter_eval(args) -> dict:
+def segmenter_eval(s: SegmenterEvalSettings) -> dict:
     """Box -> mask quality alone: the model dir's segmenter prompted with the ground-truth boxes.
 
     This is the ceiling the segmenter puts on `eval`'s cIoU (perfect names and boxes). The filled GT
     boxes are scored beside it: a segmenter that does not beat them adds nothing over the box.
+    In code: `segmenter_eval(SegmenterEvalSettings(model=DIR, data=ROOT, split="val"))`.
     """
     from earl_ros.model.segmenter import Segmenter
 
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
-    seg = Segmenter.from_pretrained(str(paths["segmenter"]), device=args.device)
-    ds = IRGBench(args.data, args.split, image_limit=args.limit)
-    by_img: dict[str, list[int]] = {}
-    for iid, lid in _instances(ds):
-        by_img.setdefault(iid, []).append(lid)
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
+    seg = Segmenter.from_pretrained(str(paths["segmenter"]), device=s.device)
+    ds = IRGBench(s.data, s.split, image_limit=s.limit)
+    by_img = _entity_masks_by_image(ds)
     acc = {"segmenter": [0, 0, []], "filled_box": [0, 0, []]}  # cumulative I, U, per-instance IoUs
     for iid in sorted(by_img):
         img = ds.image(iid)
@@ -253,13 +264,13 @@ def segmenter_eval(args) -> dict:
                 acc[name][0] += i
                 acc[name][1] += u
                 acc[name][2].append(i / u if u else 1.0)
-    res = {"model": str(args.model), "data": str(args.data), "split": args.split,
+    res = {"model": str(s.model), "data": str(s.data), "split": s.split,
            "instances": len(acc["segmenter"][2])}
     for name, (i, u, per) in acc.items():
         res[f"{name}_cIoU"] = i / u if u else 0.0
         res[f"{name}_mIoU"] = float(np.mean(per)) if per else 0.0
     print(json.dumps(res))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    if s.out:
+        Path(s.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(s.out).write_text(json.dumps(res, indent=1) + "\n")
     return res

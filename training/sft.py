@@ -17,7 +17,6 @@ the untouched parts of the input model dir.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,6 +28,9 @@ import torch
 from training.common import (JsonlLogger, derive_model_dir, load_descriptors, lr_lambda, manifest_paths,
                              save_descriptors, seed_everything, suppress_special_tokens, torch_threads)
 from training.data import IRGBench
+from training.errors import SettingsError, TrainingError
+from training.policy import attach_lora, sft_forward, sft_loss
+from training.settings import DescriptorsSettings, SftCoarseSettings, SftResponseSettings, SftSettings
 
 LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$|^(.*\.)?lm_head$"
 
@@ -50,7 +52,7 @@ def freeze_vision(model) -> None:
 def response_target(sample, frame) -> str:
     """format_response target with GT boxes in the model's input frame."""
     from earl_ros.model.prompts import format_response
-    from earl_ros.model.vlm import boxes_to_model
+    from earl_ros.model.coordinates import boxes_to_model
 
     if sample.no_target:
         return format_response([], None)
@@ -70,9 +72,9 @@ def response_sft_batch(rm, samples, descriptor_of, cache=None):
     return b
 
 
-def _vision_cache(args, model):
+def _vision_cache(s: SftSettings, model):
     """A FrozenVisionCache when the tower is frozen and caching is on (training/vision_cache.py)."""
-    if getattr(args, "train_vision", False) or not getattr(args, "vision_cache", True):
+    if s.train_vision or not s.vision_cache:
         return None
     from training.vision_cache import FrozenVisionCache
 
@@ -126,81 +128,81 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
 
 # ----------------------------------------------------------------------------------------------
 
-def sft_coarse(args) -> Path:
+def sft_coarse(s: SftCoarseSettings) -> Path:
     from earl_ros.model.vlm import CoarseModel
 
-    seed_everything(args.seed)
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
-    cm = CoarseModel.from_pretrained(paths["coarse"], device=args.device, lora_path=paths["coarse_lora"],
+    seed_everything(s.seed)
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
+    cm = CoarseModel.from_pretrained(paths["coarse"], device=s.device, lora_path=paths["coarse_lora"],
                                      pooling=paths["pooling"])
     if hasattr(cm.model, "merge_and_unload"):
         cm.model = cm.model.merge_and_unload()
     suppress_special_tokens(cm)
-    ds = IRGBench(args.data, args.split, image_limit=args.limit)
+    ds = IRGBench(s.data, s.split, image_limit=s.limit)
     ids = ds.image_ids
     caps = [ds.captions[i] for i in ids]
     model = cm.model
-    if args.lora_r > 0:
+    if s.lora_r > 0:
         from peft import get_peft_model
 
-        model = cm.model = get_peft_model(model, lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
-    if not getattr(args, "train_vision", False):
+        model = cm.model = get_peft_model(model, lora_config(s.lora_r, s.lora_alpha, s.lora_dropout))
+    if not s.train_vision:
         freeze_vision(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    log = JsonlLogger(Path(args.out) / "sft_coarse_log.jsonl")
-    cache = _vision_cache(args, model)
+    log = JsonlLogger(Path(s.out) / "sft_coarse_log.jsonl")
+    cache = _vision_cache(s, model)
 
     def step_fn(idx):
         b = cm.prepare([ds.image(ids[i]) for i in idx], [caps[i] for i in idx])
         inputs = b.inputs if cache is None else cache.inputs(b.inputs, [ids[i] for i in idx])
         return model(**inputs, labels=b.labels, use_cache=False).loss
 
-    batches = _batches(len(ids), args.batch_size, args.epochs, args.seed)
-    losses = _train_loop(params, batches, step_fn, args.lr, args.warmup, log, "sft-coarse", progress=not args.quiet,
-                         schedule=getattr(args, "lr_schedule", "linear"))
+    batches = _batches(len(ids), s.batch_size, s.epochs, s.seed)
+    losses = _train_loop(params, batches, step_fn, s.lr, s.warmup, log, "sft-coarse", progress=not s.quiet,
+                         schedule=s.lr_schedule)
     model.eval()
     if hasattr(model, "merge_and_unload"):
         model = cm.model = model.merge_and_unload()
-    out = Path(args.out)
+    out = Path(s.out)
     model.save_pretrained(out / "coarse")
     cm.processor.save_pretrained(out / "coarse")
-    derive_model_dir(args.model, out, coarse={"path": "coarse", "lora": None},
-                     extra={"sft_coarse": {"data": str(args.data), "split": args.split, "steps": len(batches),
+    derive_model_dir(s.model, out, coarse={"path": "coarse", "lora": None},
+                     extra={"sft_coarse": {"data": str(s.data), "split": s.split, "steps": len(batches),
                                            "final_loss": losses[-1] if losses else None}})
     print(json.dumps({"model_dir": str(out), "steps": len(batches), "first_loss": losses[0] if losses else None,
                       "final_loss": losses[-1] if losses else None}))
     return out
 
 
-def extract_descriptors(args) -> Path:
+def extract_descriptors(s: DescriptorsSettings) -> Path:
     from tqdm import tqdm
 
     from earl_ros.model.vlm import CoarseModel
 
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
-    cm = CoarseModel.from_pretrained(paths["coarse"], device=args.device, lora_path=paths["coarse_lora"],
-                                     pooling=args.pooling or paths["pooling"],
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
+    cm = CoarseModel.from_pretrained(paths["coarse"], device=s.device, lora_path=paths["coarse_lora"],
+                                     pooling=s.pooling or paths["pooling"],
                                      max_new_tokens=paths["limits"]["coarse_max_new_tokens"])
     suppress_special_tokens(cm)
     descs, texts = {}, {}
-    for split in args.split:
-        ds = IRGBench(args.data, split, image_limit=args.limit)
-        for iid in tqdm(ds.image_ids, desc=f"descriptors[{split}]", disable=args.quiet, unit="img"):
+    for split in s.split:
+        ds = IRGBench(s.data, split, image_limit=s.limit)
+        for iid in tqdm(ds.image_ids, desc=f"descriptors[{split}]", disable=s.quiet, unit="img"):
             img = ds.image(iid)
-            if args.source == "generated":
+            if s.source == "generated":
                 inter = cm.describe(img)
                 descs[iid], texts[iid] = inter.descriptor, inter.text
             else:
                 cap = ds.captions[iid]
                 descs[iid] = cm.descriptors([img], [cap])[0].cpu().numpy().astype(np.float32)
                 texts[iid] = cap
-    out = save_descriptors(args.out, descs, texts, meta={"model": str(args.model), "source": args.source,
+    out = save_descriptors(s.out, descs, texts, meta={"model": str(s.model), "source": s.source,
                                                        "pooling": cm.pooling, "dim": cm.descriptor_dim})
     print(json.dumps({"descriptors": str(out), "count": len(descs), "dim": cm.descriptor_dim,
-                      "source": args.source, "pooling": cm.pooling}))
+                      "source": s.source, "pooling": cm.pooling}))
     return out
 
 
@@ -235,16 +237,18 @@ def descriptor_noise_scale(dsrc: DescriptorSource, samples, multiple: float) -> 
         return None
     ids = sorted({s.image_id for s in samples if s.image_id in dsrc.table})
     if len(ids) < 2:
-        raise SystemExit("--descriptor-noise: fewer than 2 of the split's images have a stored descriptor")
+        raise TrainingError("--descriptor-noise: fewer than 2 of the split's images have a stored descriptor")
     table = np.stack([dsrc.table[i] for i in ids]).astype(np.float32)
     return (multiple * table.std(axis=0)).astype(np.float32)
 
 
-def make_descriptor_source(args, paths, dim: int, device: str) -> DescriptorSource:
-    if getattr(args, "no_descriptor", False):
+def make_descriptor_source(no_descriptor: bool, descriptors: str | None, paths, dim: int,
+                           device: str) -> DescriptorSource:
+    """Zeros (--no-descriptor), the stored file (--descriptors), or the coarse model describing each frame."""
+    if no_descriptor:
         return DescriptorSource(dim, mode="zero")
-    if getattr(args, "descriptors", None):
-        return DescriptorSource(dim, args.descriptors)
+    if descriptors:
+        return DescriptorSource(dim, descriptors)
     from earl_ros.model.vlm import CoarseModel
 
     cm = CoarseModel.from_pretrained(paths["coarse"], device=device, lora_path=paths["coarse_lora"],
@@ -269,7 +273,7 @@ def split_digit_tokens(tokenizer) -> bool:
         return False
     for d in "0123456789":
         if tokenizer.convert_tokens_to_ids(d) in (None, tokenizer.unk_token_id):
-            raise SystemExit(f"--split-digits: the tokenizer has no token for the digit {d!r}")
+            raise TrainingError(f"--split-digits: the tokenizer has no token for the digit {d!r}")
     steps = [pre_tokenizers.Digits(individual_digits=True)] + ([current] if current is not None else [])
     backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
     return True
@@ -289,190 +293,150 @@ def longest_target_tokens(rm, samples, probe: int = 256) -> int:
     return longest
 
 
-def sft_response(args) -> Path:
+def _check_descriptor_options(s: SftResponseSettings) -> None:
+    """Refuse descriptor dropout / noise values that mean nothing, before any model loads."""
+    if not 0.0 <= s.descriptor_dropout <= 1.0:
+        raise SettingsError(f"--descriptor-dropout {s.descriptor_dropout}: a share of the training samples, "
+                            "between 0 and 1")
+    if s.descriptor_noise < 0:
+        raise SettingsError(f"--descriptor-noise {s.descriptor_noise}: a multiple of the descriptors' "
+                            "per-dimension spread, >= 0")
+    if s.descriptor_noise > 0 and (s.no_descriptor or not s.descriptors):
+        raise SettingsError("--descriptor-noise needs --descriptors FILE: its scale is the spread of the stored "
+                            "training descriptors")
+
+
+def _load_response_model(s: SftResponseSettings, paths: dict):
+    """The input dir's response model, merged, with the AFS scale and init the settings ask for.
+    Returns (model, AFS alpha)."""
     from earl_ros.model.vlm import ResponseModel
 
-    drop = float(getattr(args, "descriptor_dropout", 0.0))
-    if not 0.0 <= drop <= 1.0:
-        raise SystemExit(f"--descriptor-dropout {drop}: a share of the training samples, between 0 and 1")
-    noise = float(getattr(args, "descriptor_noise", 0.0))
-    if noise < 0:
-        raise SystemExit(f"--descriptor-noise {noise}: a multiple of the descriptors' per-dimension spread, >= 0")
-    if noise > 0 and (getattr(args, "no_descriptor", False) or not getattr(args, "descriptors", None)):
-        raise SystemExit("--descriptor-noise needs --descriptors FILE: its scale is the spread of the stored "
-                         "training descriptors")
-    seed_everything(args.seed)
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
     rm = ResponseModel.from_pretrained(paths["response"], paths["afs"], lora_path=paths["response_lora"],
-                                       device=args.device, afs_alpha=paths["afs_alpha"])
+                                       device=s.device, afs_alpha=paths["afs_alpha"])
     if hasattr(rm.model, "merge_and_unload"):
         rm.model = rm.model.merge_and_unload()
         rm.injector.attach(rm.model)
-    if getattr(args, "split_digits", False):
+    if s.split_digits:
         split_digit_tokens(rm.tokenizer)
     suppress_special_tokens(rm)
-    alpha = paths["afs_alpha"] if args.afs_alpha is None else float(args.afs_alpha)
+    alpha = paths["afs_alpha"] if s.afs_alpha is None else float(s.afs_alpha)
     rm.injector.alpha = alpha
-    if getattr(args, "afs_init", "keep") == "zero":
+    if s.afs_init == "zero":
         rm.afs.zero_output()
-    ds = IRGBench(args.data, args.split, image_limit=args.limit)
-    samples = _usable(ds.samples)
-    dsrc = make_descriptor_source(args, paths, rm.descriptor_dim, args.device)
-    if args.lora_r > 0:
-        rm.attach_lora(lora_config(args.lora_r, args.lora_alpha, args.lora_dropout))
-    if not getattr(args, "train_vision", False):
+    return rm, alpha
+
+
+def _response_param_groups(s: SftResponseSettings, rm) -> list[dict]:
+    """Optimizer groups: the language model's trainable weights (LoRA or all) and the AFS at its own rate."""
+    if s.lora_r > 0:
+        attach_lora(rm, lora_config(s.lora_r, s.lora_alpha, s.lora_dropout))
+    if not s.train_vision:
         freeze_vision(rm.model)
     rm.model.train()
     rm.afs.train()
     for p in rm.afs.parameters():
         p.requires_grad_(True)
     params = [p for p in rm.model.parameters() if p.requires_grad]
-    afs_lr = args.lr if getattr(args, "afs_lr", None) is None else float(args.afs_lr)
-    groups = [{"params": params}, {"params": list(rm.afs.parameters()), "lr": afs_lr}]
-    probe = None
-    if getattr(args, "position_probe", 0.0) > 0:
-        from training.position_probe import ImageTokenPositionProbe
+    afs_lr = s.lr if s.afs_lr is None else float(s.afs_lr)
+    return [{"params": params}, {"params": list(rm.afs.parameters()), "lr": afs_lr}]
 
-        if not 1 <= args.position_probe_layer <= rm.num_layers:
-            raise SystemExit(f"--position-probe-layer {args.position_probe_layer}: the response language model "
-                             f"has layers 1..{rm.num_layers}")
-        probe = ImageTokenPositionProbe(rm.hidden_size, args.position_probe_layer)
-        groups[0]["params"] += list(probe.parameters())
-        merge = int(rm.model.config.vision_config.spatial_merge_size)
+
+def _position_probe(s: SftResponseSettings, rm, groups: list[dict]):
+    """The auxiliary position probe (its head trained with the language model), or None when off."""
+    if s.position_probe <= 0:
+        return None
+    from training.position_probe import ImageTokenPositionProbe
+
+    if not 1 <= s.position_probe_layer <= rm.num_layers:
+        raise SettingsError(f"--position-probe-layer {s.position_probe_layer}: the response language model "
+                            f"has layers 1..{rm.num_layers}")
+    probe = ImageTokenPositionProbe(rm.hidden_size, s.position_probe_layer)
+    groups[0]["params"] += list(probe.parameters())
+    return probe
+
+
+def _answer_limits(rm, samples, max_new_tokens: int) -> tuple[dict, int]:
+    """(limits override for the output earl.yaml, longest training answer in tokens)."""
     limits = {}
     longest = longest_target_tokens(rm, samples)
-    if longest > paths["limits"]["max_new_tokens"]:
+    if longest > max_new_tokens:
         # a limit below the longest answer truncates multi-entity answers at inference (lost boxes)
         limits["max_new_tokens"] = -(-(longest + 8) // 16) * 16
         print(f"sft-response: the longest training answer is {longest} tokens; the model dir's "
-              f"limits.max_new_tokens goes {paths['limits']['max_new_tokens']} -> {limits['max_new_tokens']}",
-              file=sys.stderr)
-    log = JsonlLogger(Path(args.out) / "sft_response_log.jsonl")
-    cache = _vision_cache(args, rm.model)
+              f"limits.max_new_tokens goes {max_new_tokens} -> {limits['max_new_tokens']}", file=sys.stderr)
+    return limits, longest
 
-    drop_rng = np.random.default_rng(args.seed + 7919)  # its own stream: batch order and init stay as without
-    zeros = np.zeros(rm.descriptor_dim, np.float32)
 
-    noise_std = descriptor_noise_scale(dsrc, samples, noise)
-    noise_rng = np.random.default_rng(args.seed + 104729)
+def _descriptor_sampler(s: SftResponseSettings, dim: int, dsrc: DescriptorSource, samples):
+    """descriptor_of(sample, image) for training: the stored or computed descriptor, zeroed for a
+    --descriptor-dropout share of draws, with fresh --descriptor-noise added."""
+    drop = float(s.descriptor_dropout)
+    drop_rng = np.random.default_rng(s.seed + 7919)  # its own stream: batch order and init stay as without
+    zeros = np.zeros(dim, np.float32)
+    noise_std = descriptor_noise_scale(dsrc, samples, float(s.descriptor_noise))
+    noise_rng = np.random.default_rng(s.seed + 104729)
 
-    def descriptor_of(s, im):
+    def descriptor_of(sample, im):
         if drop > 0 and drop_rng.random() < drop:
             return zeros  # before the lookup: a live coarse model would describe the frame for nothing
-        d = dsrc.get(s.image_id, im)
+        d = dsrc.get(sample.image_id, im)
         if noise_std is not None:
             d = d + noise_rng.standard_normal(d.shape[0]).astype(np.float32) * noise_std
         return d
 
+    return descriptor_of
+
+
+def _response_step(rm, samples, descriptor_of, cache, probe, probe_weight: float):
+    """The loss of one batch of sample indices (answer loss, plus the weighted probe loss when on)."""
+    merge = None if probe is None else int(rm.model.config.vision_config.spatial_merge_size)
+
     def step_fn(idx):
         b = response_sft_batch(rm, [samples[i] for i in idx], descriptor_of, cache)
         if probe is None:
-            return rm.sft_loss(b)
-        out = rm.sft_forward(b, output_hidden_states=True)
+            return sft_loss(rm, b)
+        out = sft_forward(rm, b, output_hidden_states=True)
         aux = probe.loss(out.hidden_states, b.inputs["input_ids"], rm.model.config.image_token_id,
                          b.inputs["image_grid_thw"], merge)
-        return out.loss + args.position_probe * aux, {"answer_loss": out.loss.detach(), "probe_loss": aux.detach()}
+        return out.loss + probe_weight * aux, {"answer_loss": out.loss.detach(), "probe_loss": aux.detach()}
 
-    batches = _batches(len(samples), args.batch_size, args.epochs, args.seed)
-    losses = _train_loop(groups, batches, step_fn, args.lr, args.warmup, log, "sft-response", progress=not args.quiet,
-                         schedule=getattr(args, "lr_schedule", "linear"))
+    return step_fn
+
+
+def _save_response(s: SftResponseSettings, rm, alpha: float, extra: dict, limits: dict) -> Path:
     rm.model.eval()
     rm.afs.eval()
     if hasattr(rm.model, "merge_and_unload"):
         rm.model = rm.model.merge_and_unload()
-    out = Path(args.out)
+    out = Path(s.out)
     rm.model.save_pretrained(out / "response")
     rm.processor.save_pretrained(out / "response")
     rm.afs.save_pretrained(out / "afs")
-    derive_model_dir(args.model, out, response={"path": "response", "lora": None, "afs": "afs", "afs_alpha": alpha},
-                     extra={"sft_response": {"data": str(args.data), "split": args.split, "steps": len(batches),
-                                             "final_loss": losses[-1] if losses else None,
-                                             "longest_target_tokens": longest}},
-                     limits=limits)
-    print(json.dumps({"model_dir": str(out), "steps": len(batches), "samples": len(samples),
-                      "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}))
+    derive_model_dir(s.model, out, response={"path": "response", "lora": None, "afs": "afs", "afs_alpha": alpha},
+                     extra={"sft_response": {"data": str(s.data), "split": s.split, **extra}}, limits=limits)
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# CLI parsers
-
-def add_common(ap: argparse.ArgumentParser):
-    ap.add_argument("--config", help="YAML file of option: value (CLI flags override it)")
-    ap.add_argument("--model", required=False, help="input EARL model dir (earl.yaml)")
-    ap.add_argument("--data", help="dataset root in the Ego-IRGBench layout")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N images of the split")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def add_sft_args(ap: argparse.ArgumentParser, lr: float, epochs: float, batch: int):
-    ap.add_argument("--out", help="output model dir")
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--epochs", type=float, default=epochs)
-    ap.add_argument("--batch-size", type=int, default=batch)
-    ap.add_argument("--lr", type=float, default=lr)
-    ap.add_argument("--warmup", type=float, default=0.05, help="warm-up fraction of the steps")
-    ap.add_argument("--lora-r", type=int, default=0, help="0 = train all LLM weights; R > 0 = LoRA (merged on save)")
-    ap.add_argument("--lora-alpha", type=int, default=128)
-    ap.add_argument("--lora-dropout", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-vision", action="store_true",
-                    help="also train the vision tower (default: frozen, as a pretrained encoder should be: "
-                         "trained along with a from-scratch language model at its learning rate, the "
-                         "tiny towers lost what vision-pretrain taught them; see docs/training.md)")
-    ap.add_argument("--lr-schedule", choices=("linear", "constant", "cosine"), default="linear")
-    ap.add_argument("--no-vision-cache", dest="vision_cache", action="store_false",
-                    help="run the frozen vision tower on every batch instead of once per image "
-                         "(training/vision_cache.py; the cache holds one feature tensor per training image)")
-
-
-def add_position_probe(ap: argparse.ArgumentParser):
-    ap.add_argument("--position-probe", type=float, default=0.0,
-                    help="weight of the auxiliary loss that makes image tokens encode their own position "
-                         "(training/position_probe.py); 0 = off. Experimental: on the tiny recipe it learnt "
-                         "the positions but did not by itself make the boxes follow the frame (docs/training.md)")
-    ap.add_argument("--position-probe-layer", type=int, default=2,
-                    help="language-model layer whose output the position probe reads (1 = first layer)")
-
-
-def add_split_digits(ap: argparse.ArgumentParser):
-    ap.add_argument("--split-digits", action="store_true",
-                    help="write numbers one digit per token in the response tokenizer before training (saved "
-                         "with the model, so inference reads the same); see split_digit_tokens")
-
-
-def add_afs_init(ap: argparse.ArgumentParser):
-    ap.add_argument("--afs-init", choices=("keep", "zero"), default="keep",
-                    help="keep: train the input model's AFS as it is (the authors' random init in a fresh tiny "
-                         "model); zero: zero the AFS output layer first, so the injection starts at exactly "
-                         "nothing and the response model starts as the no-descriptor one (AFS.zero_output)")
-
-
-def add_descriptor_dropout(ap: argparse.ArgumentParser):
-    ap.add_argument("--descriptor-dropout", type=float, default=0.0,
-                    help="share of training samples whose descriptor is zeroed (AFS injection off for them), so "
-                         "the model must also answer from the image alone; 0 = off (experimental, docs/training.md)")
-
-
-def add_descriptor_noise(ap: argparse.ArgumentParser):
-    ap.add_argument("--descriptor-noise", type=float, default=0.0,
-                    help="Gaussian noise added to each training descriptor, fresh every step, with a per-dimension "
-                         "std of this multiple of the stored training descriptors' spread (needs --descriptors); "
-                         "0 = off. The recipe uses 0.5: without it the AFS model leaned on the descriptor as a key "
-                         "to its training frames and trailed the no-descriptor arm (docs/training.md)")
-
-
-def add_afs_lr(ap: argparse.ArgumentParser):
-    ap.add_argument("--afs-lr", type=float, default=None,
-                    help="learning rate of the AFS (default: --lr). The recipe uses 1e-4 with --afs-init zero; "
-                         "on the tiny recipe the modulation still reached the size it reaches at 2e-3 (the rate "
-                         "sets how fast it grows, not where it ends; docs/training.md)")
-
-
-def add_afs_alpha(ap: argparse.ArgumentParser):
-    ap.add_argument("--afs-alpha", type=float, default=None,
-                    help="AFS modulation scale, written to the output earl.yaml (default: the input model's; "
-                         "the authors' code uses 1.0, their README 0.1; small models trained from scratch need 0.1)")
+def sft_response(s: SftResponseSettings) -> Path:
+    _check_descriptor_options(s)
+    seed_everything(s.seed)
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
+    rm, alpha = _load_response_model(s, paths)
+    samples = _usable(IRGBench(s.data, s.split, image_limit=s.limit).samples)
+    dsrc = make_descriptor_source(s.no_descriptor, s.descriptors, paths, rm.descriptor_dim, s.device)
+    groups = _response_param_groups(s, rm)
+    probe = _position_probe(s, rm, groups)
+    limits, longest = _answer_limits(rm, samples, paths["limits"]["max_new_tokens"])
+    log = JsonlLogger(Path(s.out) / "sft_response_log.jsonl")
+    cache = _vision_cache(s, rm.model)
+    descriptor_of = _descriptor_sampler(s, rm.descriptor_dim, dsrc, samples)
+    step_fn = _response_step(rm, samples, descriptor_of, cache, probe, s.position_probe)
+    batches = _batches(len(samples), s.batch_size, s.epochs, s.seed)
+    losses = _train_loop(groups, batches, step_fn, s.lr, s.warmup, log, "sft-response", progress=not s.quiet,
+                         schedule=s.lr_schedule)
+    out = _save_response(s, rm, alpha, {"steps": len(batches), "final_loss": losses[-1] if losses else None,
+                                         "longest_target_tokens": longest}, limits)
+    print(json.dumps({"model_dir": str(out), "steps": len(batches), "samples": len(samples),
+                      "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}))
+    return out

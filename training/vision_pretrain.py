@@ -21,7 +21,6 @@ coarse and response models (they share its shape); the heads are thrown away.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -32,6 +31,8 @@ import torch
 
 from training.common import JsonlLogger, lr_lambda, seed_everything, torch_threads
 from training.data.synth import CATEGORIES, COLOURS, SynthConfig, scene_rng, render_scene
+from training.errors import TrainingError
+from training.settings import VisionPretrainSettings
 
 CLASSES = ("background", "left hand", "right hand", *CATEGORIES)
 COLOUR_NAMES = ("none", *COLOURS)
@@ -39,21 +40,6 @@ ROLES = ("background", "hand holding", "hand touching", "hand free", "object hel
          "object lying")
 _HAND_ROLE = {"held": 1, "touched": 2, "free": 3}
 _OBJ_ROLE = {"held": 4, "touched": 5}
-
-
-def add_vision_pretrain_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", help="input EARL model dir (its coarse and response vision towers are trained)")
-    ap.add_argument("--out", help="output model dir (a copy of --model with the trained towers)")
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--batch-images", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=float, default=0.03)
-    ap.add_argument("--style", default="default", help="synthetic scene style to render")
-    ap.add_argument("--size", default="256x192", help="WIDTHxHEIGHT of the rendered scenes")
-    ap.add_argument("--val-images", type=int, default=64, help="fresh scenes scored at the end")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--quiet", action="store_true")
 
 
 def scene_targets(lab: np.ndarray, scene: dict) -> np.ndarray:
@@ -200,7 +186,8 @@ def probe_model(model_dir, part: str = "coarse", train_images: int = 320, val_im
 
     A LoRA adapter in the dir is ignored: the project's adapters target the language model only.
     """
-    from earl_ros.model.vlm import load_processor, load_vlm
+    from earl_ros.model.vlm import load_vlm
+    from earl_ros.model.vlm_processing import load_processor
     from training.common import manifest_paths
 
     paths = manifest_paths(model_dir)
@@ -215,25 +202,26 @@ def probe_model(model_dir, part: str = "coarse", train_images: int = 320, val_im
             **res}
 
 
-def vision_pretrain(args) -> Path:
+def vision_pretrain(s: VisionPretrainSettings) -> Path:
     from tqdm import tqdm
 
-    from earl_ros.model.vlm import load_processor, load_vlm
+    from earl_ros.model.vlm import load_vlm
+    from earl_ros.model.vlm_processing import load_processor
     from training.common import derive_model_dir, manifest_paths
 
-    seed_everything(args.seed)
-    torch_threads(args.threads)
-    paths = manifest_paths(args.model)
+    seed_everything(s.seed)
+    torch_threads(s.threads)
+    paths = manifest_paths(s.model)
     if paths["coarse_lora"] or paths["response_lora"]:
-        raise SystemExit("vision-pretrain expects a model dir without LoRA adapters (run it before SFT)")
-    out = Path(args.out)
+        raise TrainingError("vision-pretrain expects a model dir without LoRA adapters (run it before SFT)")
+    out = Path(s.out)
     coarse = load_vlm(paths["coarse"])
     response = load_vlm(paths["response"])
     visual = coarse.model.visual
     shapes = {k: v.shape for k, v in visual.state_dict().items()}
     if shapes != {k: v.shape for k, v in response.model.visual.state_dict().items()}:
-        raise SystemExit("vision-pretrain: the coarse and response vision towers differ in shape; "
-                         "build the model dir with equal --coarse-hidden and --response-hidden")
+        raise TrainingError("vision-pretrain: the coarse and response vision towers differ in shape; "
+                            "build the model dir with equal --coarse-hidden and --response-hidden")
     proc = load_processor(paths["coarse"])
     merge = int(coarse.config.vision_config.spatial_merge_size)
     dim = int(coarse.config.vision_config.out_hidden_size)
@@ -242,15 +230,15 @@ def vision_pretrain(args) -> Path:
     params = list(visual.parameters()) + list(heads.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.steps, args.warmup, "cosine"))
-    train = _Batcher(proc, args.seed, args.style, args.size, merge, "vision")
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
+    train = _Batcher(proc, s.seed, s.style, s.size, merge, "vision")
     log = JsonlLogger(out / "vision_pretrain_log.jsonl")
-    before = _score(visual, heads, _Batcher(proc, args.seed, args.style, args.size, merge, "vision-val"),
-                    args.val_images)
+    before = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
+                    s.val_images)
     t0 = time.perf_counter()
-    for step in tqdm(range(args.steps), desc="vision-pretrain", disable=args.quiet, unit="step"):
-        px, thw, soft = train.batch(args.batch_images)
+    for step in tqdm(range(s.steps), desc="vision-pretrain", disable=s.quiet, unit="step"):
+        px, thw, soft = train.batch(s.batch_images)
         losses, _ = _losses(heads, _merged_features(visual, px, thw), soft)
         loss = sum(losses)
         opt.zero_grad(set_to_none=True)
@@ -258,15 +246,15 @@ def vision_pretrain(args) -> Path:
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 10 == 0 or step == args.steps - 1:
+        if step % 10 == 0 or step == s.steps - 1:
             el = time.perf_counter() - t0
             lv = [float(x.detach()) for x in losses]
-            log.log({"stage": "vision-pretrain", "step": step + 1, "steps": args.steps, "loss": sum(lv),
+            log.log({"stage": "vision-pretrain", "step": step + 1, "steps": s.steps, "loss": sum(lv),
                      "class_loss": lv[0], "colour_loss": lv[1], "role_loss": lv[2],
                      "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
-                     "eta_s": round(el / (step + 1) * (args.steps - step - 1), 1)})
-    after = _score(visual, heads, _Batcher(proc, args.seed, args.style, args.size, merge, "vision-val"),
-                   args.val_images)
+                     "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
+    after = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
+                   s.val_images)
     visual.eval()
     response.model.visual.load_state_dict(visual.state_dict())
     for part, model in (("coarse", coarse), ("response", response)):
@@ -274,12 +262,12 @@ def vision_pretrain(args) -> Path:
             shutil.rmtree(out / part)
         model.save_pretrained(out / part)
         load_processor(paths[part]).save_pretrained(out / part)
-    derive_model_dir(args.model, out, coarse={"path": "coarse", "lora": None},
+    derive_model_dir(s.model, out, coarse={"path": "coarse", "lora": None},
                      response={"path": "response", "lora": None},
-                     extra={"vision_pretrain": {"steps": args.steps, "images": train.next_index,
-                                                "style": args.style, "val_after": after}})
+                     extra={"vision_pretrain": {"steps": s.steps, "images": train.next_index,
+                                                "style": s.style, "val_after": after}})
     log.log({"stage": "vision-pretrain", "val_before": before, "val_after": after})
-    res = {"model_dir": str(out), "steps": args.steps, "images": train.next_index, "val_before": before,
+    res = {"model_dir": str(out), "steps": s.steps, "images": train.next_index, "val_before": before,
            "val_after": after}
     print(json.dumps(res))
     return out

@@ -31,13 +31,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from earl_ros.cli.errors import Parser, run_reporting
+
 DEFAULT_QUESTIONS = ["Which hands and objects are interacting?", "Where is my right hand?",
                      "What am I holding in my left hand?", "Where is the kettle I am holding?"]
 FRAME_CACHE = 60  # frames kept by stamp for drawing overlays (about 4 s at 15 Hz)
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="earl-demo", description=__doc__.split("\n\n")[0],
+    ap = Parser(prog="earl-demo", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
@@ -147,6 +149,7 @@ class DemoClient:
         self.node.create_subscription(InteractionDescription, f"/{namespace}/interaction", self._on_interaction, 10)
         self.client = self.node.create_client(Query, f"/{namespace}/query")
         self.service = f"/{namespace}/query"
+        self.camera_topic = camera_topic
         self.executor, self.thread = spin_in_background(self.node)
 
     def _on_image(self, msg):
@@ -198,6 +201,13 @@ class DemoClient:
         self.executor.shutdown(timeout_sec=1.0)
         self.node.destroy_node()
         rclpy.try_shutdown()
+
+    def close_and_count(self) -> tuple[int, list]:
+        """(camera frames received, interaction messages), then close."""
+        with self.lock:
+            counts = self.received, list(self.interactions)
+        self.close()
+        return counts
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -273,84 +283,97 @@ def plan_from_script(script: dict) -> list[dict]:
     return plan
 
 
-def run(args) -> int:
+def _confine_dds(live: bool) -> dict:
+    """The environment of every process the demo starts: loopback DDS, a domain of its own."""
     from earl_ros.ros.env import safe_env
 
-    out = Path(args.out)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
-    live = bool(args.camera_topic)
     env = safe_env(dict(os.environ))
     if not live and not env.get("ROS_DOMAIN_ID"):
         env["ROS_DOMAIN_ID"] = str(random.randint(1, 100))  # our own domain: nobody else's nodes answer
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                                            "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH") if k in env})
+    return env
+
+
+def _plan(args, live: bool):
+    """(script, questions in order, folder of the ground truth, clip to replay); live: no script."""
+    if live:
+        return None, [{"query": q, "kind": "live"} for q in (args.question or DEFAULT_QUESTIONS)], None, None
+    script_path = Path(args.script) if args.script else shipped("data", "demo", "script.json")
+    script = json.loads(script_path.read_text())
+    clip = Path(args.clip) if args.clip else script_path.parent / "clip"
+    return script, plan_from_script(script), script_path.parent, clip
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    live = bool(args.camera_topic)
+    env = _confine_dds(live)
     model, trained = resolve_model(args, out)
     camera_topic = args.camera_topic or "/earl_demo/camera/image_raw"
-    namespace = "earl"
-    if live:
-        script, plan, data_dir = None, [{"query": q, "kind": "live"} for q in (args.question or DEFAULT_QUESTIONS)], None
-        clip = None
-    else:
-        script_path = Path(args.script) if args.script else shipped("data", "demo", "script.json")
-        data_dir = script_path.parent
-        clip = Path(args.clip) if args.clip else data_dir / "clip"
-        script = json.loads(script_path.read_text())
-        plan = plan_from_script(script)
+    script, plan, data_dir, clip = _plan(args, live)
     log(f"model {model}; ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')} "
         f"(discovery {os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}); output {out}")
-
-    node_proc = replay_proc = None
-    client = None
-    records, tiles = [], []
-    t_start = time.monotonic()
+    procs = {"node": None, "replay": None}
+    client, records, tiles, t_start = None, [], [], time.monotonic()
     try:
-        node_proc = start([sys.executable, "-m", "earl_ros.cli.launch", "--model", str(model),
-                           "--camera-topic", camera_topic, "--namespace", namespace, "--",
-                           "-p", f"qos_reliability:={'best_effort' if live else 'reliable'}"],
-                          out / "node.log", env)
-        client = DemoClient(camera_topic, namespace, reliable=not live)
-        log(f"waiting for {client.service} (model loading; log: {out / 'node.log'})")
-        if not client.wait_for_service(args.startup_timeout, lambda: node_proc.poll() is None):
-            log(f"error: the node did not come up (exit {node_proc.poll()}); last lines of {out / 'node.log'}:")
-            print(tail(out / "node.log"), file=sys.stderr)
+        procs["node"] = start([sys.executable, "-m", "earl_ros.cli.launch", "--model", str(model),
+                               "--camera-topic", camera_topic, "--namespace", "earl", "--",
+                               "-p", f"qos_reliability:={'best_effort' if live else 'reliable'}"], out / "node.log", env)
+        client = DemoClient(camera_topic, "earl", reliable=not live)
+        if not _node_up(client, procs["node"], args, out, t_start):
             return 1
-        log(f"node ready after {time.monotonic() - t_start:.1f} s")
         if not live:
-            replay_proc = start([sys.executable, "-m", "earl_ros.cli.replay", str(clip), "--topic", camera_topic,
-                                 "--rate", str(args.rate), "--wait-subscribers", "2", "--qos", "reliable"],
-                                out / "replay.log", env)
+            procs["replay"] = start([sys.executable, "-m", "earl_ros.cli.replay", str(clip), "--topic", camera_topic,
+                                     "--rate", str(args.rate), "--wait-subscribers", "2", "--qos", "reliable"],
+                                    out / "replay.log", env)
             log(f"replaying {clip} on {camera_topic} at {args.rate:g} Hz "
                 f"({len(script['scenes'])} scenes x {script['frames_per_scene']} frames)")
-        for k, item in enumerate(plan):
-            stamp_ns = wait_for_frame(client, item, args, replay_proc)
-            if stamp_ns is None:
-                log(f"error: no camera frame on {camera_topic}" + ("" if live else " (replay ended early?)"))
-                break
-            t0 = time.monotonic()
-            resp = client.ask(item["query"], stamp_ns, args.timeout)
-            latency = (time.monotonic() - t0) * 1e3
-            rec = score(item, resp, latency, client, data_dir, out, k, tiles)
-            records.append(rec)
-            print_record(rec)
-            if live and k + 1 < len(plan):
-                time.sleep(args.interval)
-        if replay_proc is not None:
-            replay_proc.wait(timeout=max(5.0, len(plan) * 2.0))
+        _ask_plan(client, plan, args, procs["replay"], data_dir, out, records, tiles)
     except KeyboardInterrupt:
         log("interrupted")
     finally:
-        replay_rc = stop(replay_proc, "earl-replay")
-        if client is not None:
-            with client.lock:
-                n_frames, interactions = client.received, list(client.interactions)
-            client.close()
-        else:
-            n_frames, interactions = 0, []
-        node_rc = stop(node_proc, "earl-launch")
-
-    contact_sheet(tiles, out / "contact_sheet.png")
+        replay_rc = stop(procs["replay"], "earl-replay")
+        n_frames, interactions = client.close_and_count() if client is not None else (0, [])
+        node_rc = stop(procs["node"], "earl-launch")
     summary = summarize(records, n_frames, interactions, trained, model, time.monotonic() - t_start)
     summary.update(node_exit=node_rc, replay_exit=replay_rc)
+    return _report(out, tiles, records, plan, summary, replay_rc)
+
+
+def _node_up(client, node_proc, args, out: Path, t_start: float) -> bool:
+    log(f"waiting for {client.service} (model loading; log: {out / 'node.log'})")
+    if not client.wait_for_service(args.startup_timeout, lambda: node_proc.poll() is None):
+        log(f"error: the node did not come up (exit {node_proc.poll()}); last lines of {out / 'node.log'}:")
+        print(tail(out / "node.log"), file=sys.stderr)
+        return False
+    log(f"node ready after {time.monotonic() - t_start:.1f} s")
+    return True
+
+
+def _ask_plan(client, plan, args, replay_proc, data_dir, out: Path, records: list, tiles: list) -> None:
+    """Each question once its scene is on screen; records and contact-sheet tiles are appended."""
+    live = bool(args.camera_topic)
+    for k, item in enumerate(plan):
+        stamp_ns = wait_for_frame(client, item, args, replay_proc)
+        if stamp_ns is None:
+            log(f"error: no camera frame on {client.camera_topic}" + ("" if live else " (replay ended early?)"))
+            break
+        t0 = time.monotonic()
+        resp = client.ask(item["query"], stamp_ns, args.timeout)
+        rec = score(item, resp, (time.monotonic() - t0) * 1e3, client, data_dir, out, k, tiles)
+        records.append(rec)
+        print_record(rec)
+        if live and k + 1 < len(plan):
+            time.sleep(args.interval)
+    if replay_proc is not None:
+        replay_proc.wait(timeout=max(5.0, len(plan) * 2.0))
+
+
+def _report(out: Path, tiles: list, records: list, plan: list, summary: dict, replay_rc) -> int:
+    """Contact sheet, results.json and the summary; 0 only if every question got a successful answer."""
+    contact_sheet(tiles, out / "contact_sheet.png")
     (out / "results.json").write_text(json.dumps({"summary": summary, "questions": records}, indent=1) + "\n")
     print_summary(summary, out)
     ok = (len(records) == len(plan) and all(r["success"] for r in records) and summary["interaction_messages"] > 0
@@ -475,15 +498,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = parse_args(argv)
-    try:
-        return run(args)
-    except Exception as e:  # noqa: BLE001 - one clear line; EARL_DEBUG=1 for the traceback
-        from earl_ros.model.errors import EarlError
-
-        if os.environ.get("EARL_DEBUG"):
-            raise
-        print(f"earl-demo: error: {e if isinstance(e, EarlError) else f'{type(e).__name__}: {e}'}", file=sys.stderr)
-        return 2
+    return run_reporting("earl-demo", run, args)
 
 
 if __name__ == "__main__":

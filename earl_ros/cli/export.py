@@ -17,7 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from earl_ros.model.errors import EarlError, ModelDirError
+from earl_ros.cli.errors import CliError, Parser, report as report_error
+from earl_ros.model.errors import ModelDirError
 
 EXIT_OK, EXIT_PARITY, EXIT_ERROR = 0, 1, 2
 
@@ -37,7 +38,7 @@ def resolve_segmenter_dir(model: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="earl-export", description=__doc__.split("\n\n")[0],
+    ap = Parser(prog="earl-export", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="EARL model dir (earl.yaml) or a HF SAM / SAM 2 dir")
     ap.add_argument("--out", required=True, help="output dir for decoder.onnx, parity.json (+ engine)")
@@ -58,15 +59,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.fp16 and not args.tensorrt:
-        print("earl-export: --fp16 only applies to --tensorrt", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error("earl-export", CliError("--fp16 only applies to --tensorrt"))
     try:
         counts = tuple(int(x) for x in args.boxes.split(",") if x.strip())
         if not counts or min(counts) < 1:
             raise ValueError
     except ValueError:
-        print(f"earl-export: --boxes must be positive integers like 1,5 (got {args.boxes!r})", file=sys.stderr)
-        return EXIT_ERROR
+        return report_error("earl-export", CliError(f"--boxes must be positive integers like 1,5 (got {args.boxes!r})"))
     try:
         seg_dir = resolve_segmenter_dir(args.model)
         try:  # the weight-loading progress bar is noise in a CLI
@@ -80,9 +79,8 @@ def main(argv=None) -> int:
         report = export_and_check(seg_dir, args.out, opset=args.opset, tensorrt=args.tensorrt, fp16=args.fp16,
                                   providers=args.providers, box_counts=counts, seed=args.seed,
                                   engine_cache_dir=args.engine_cache)
-    except EarlError as e:
-        print(f"earl-export: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - every failure is one clear line (EARL_DEBUG=1: traceback)
+        return report_error("earl-export", e)
     print(json.dumps(report, indent=2))
     for name, res in report["backends"].items():
         print(

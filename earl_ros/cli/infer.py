@@ -20,9 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+from earl_ros.cli.errors import Parser, report
+
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="earl-infer", description="EARL: answer + boxes + masks for one image and query")
+    ap = Parser(prog="earl-infer", description="EARL: answer + boxes + masks for one image and query")
     ap.add_argument("--model", help="model directory with earl.yaml (default: models/earl-tiny-synth)")
     ap.add_argument("--image", required=True, help="image file (any PIL-readable format)")
     ap.add_argument("--query", required=True, help="question about the hands and objects")
@@ -84,7 +86,7 @@ def run(args) -> dict:
 
 def _answer_error_code(g) -> str:
     from earl_ros.model.errors import UnparseableAnswerError
-    from earl_ros.model.pipeline import require_answer
+    from earl_ros.model.types import require_answer
 
     try:
         require_answer(g)
@@ -110,14 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except Exception as e:  # every failure is one clear line, never a traceback
-        from earl_ros.model.errors import EarlError
-
-        if os.environ.get("EARL_DEBUG"):
-            raise
-        msg = str(e) if isinstance(e, EarlError) else f"{type(e).__name__}: {e}"
-        print(f"earl-infer: error: {msg}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - every failure is one clear line (EARL_DEBUG=1: traceback)
+        return report("earl-infer", e)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     if result["error_code"] != "OK":
         print(f"earl-infer: error: {result['error_code']}: the model's output is not an answer "

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from earl_ros.cli.errors import CliError, Parser, run_reporting
 from earl_ros.ros.env import safe_env, share_file
 
 DEFAULT_CAMERA_TOPIC = "/camera/image_raw"
@@ -26,7 +27,7 @@ DEFAULT_NAMESPACE = "earl"
 def build_command(args) -> list[str]:
     params = Path(args.params) if args.params else share_file("config", "earl.yaml")
     if not params.is_file():
-        raise SystemExit(f"earl-launch: error: params file {params} not found")
+        raise CliError(f"params file {params} not found")
     cmd = [sys.executable, "-m", "earl_ros.ros.node", "--ros-args",
            "-r", f"__ns:=/{args.namespace.strip('/')}" if args.namespace.strip("/") else "__ns:=/",
            "--params-file", str(params)]
@@ -44,7 +45,7 @@ def build_command(args) -> list[str]:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="earl-launch", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="earl-launch", description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", help="parameters file (default: the shipped config/earl.yaml)")
     ap.add_argument("--model", help="model directory (sets parameter model_dir)")
     ap.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="node namespace (default: %(default)s)")
@@ -59,6 +60,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_reporting("earl-launch", _launch, args)
+
+
+def _launch(args) -> int:
     env = safe_env(dict(os.environ), shm=not args.no_shm)
     if args.no_shm and "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ:
         env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)

@@ -11,7 +11,6 @@ else "camera"). Stops after the source ends (or --max-frames), or on SIGINT/SIGT
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -20,6 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
+from earl_ros.cli.errors import CliError, Parser, run_reporting
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp"}
 # sensor_msgs/Image fields besides the pixels (header, sizes, encoding string), CDR-serialised,
 # plus the RTPS submessage headers: generously rounded up.
@@ -27,7 +28,7 @@ MESSAGE_OVERHEAD = 4096
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog="earl-replay", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="earl-replay", description=__doc__.split("\n\n")[0])
     ap.add_argument("source", help="bag directory / .mcap file, video file, or image folder")
     ap.add_argument("--topic", default="/camera/image_raw", help="topic to publish on (default %(default)s)")
     ap.add_argument("--rate", type=float, default=30.0, help="frames per second (default %(default)s)")
@@ -73,7 +74,7 @@ def iter_source(source: Path, bag_topic: str | None = None) -> Iterator[tuple[np
 
         files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         if not files:
-            raise SystemExit(f"earl-replay: error: no images ({', '.join(sorted(IMAGE_EXTS))}) in {source}")
+            raise CliError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in {source}")
         for f in files:
             yield load_image(f), None
     else:
@@ -81,7 +82,7 @@ def iter_source(source: Path, bag_topic: str | None = None) -> Iterator[tuple[np
 
         cap = cv2.VideoCapture(str(source))
         if not cap.isOpened():
-            raise SystemExit(f"earl-replay: error: cannot open {source} as a video, bag or image folder")
+            raise CliError(f"cannot open {source} as a video, bag or image folder")
         try:
             while True:
                 ok, bgr = cap.read()
@@ -221,13 +222,15 @@ class _Replay:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_reporting("earl-replay", _replay, args)
+
+
+def _replay(args) -> int:
     source = Path(args.source)
     if not source.exists():
-        print(f"earl-replay: error: {source} does not exist", file=sys.stderr)
-        return 2
+        raise CliError(f"{source} does not exist")
     if args.rate <= 0:
-        print("earl-replay: error: --rate must be > 0", file=sys.stderr)
-        return 2
+        raise CliError("--rate must be > 0")
     from earl_ros.ros.env import safe_env
 
     safe_env(shm=not args.no_shm)

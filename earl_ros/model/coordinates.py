@@ -1,4 +1,14 @@
-"""How the response model's box coordinates are decoded: its most likely token, or the value it expects.
+"""Box coordinates of the response model: the frames they live in, and how they are decoded.
+
+Box geometry. A box is (x1, y1, x2, y2) in pixels of some frame: the ORIGINAL image, the frame the
+pipeline downscaled it to, the VLM's resized input frame, or the segmenter's input frame. A frame
+maps to the one above it by a per-axis scale (sx, sy) with original = model * scale. Every
+conversion between frames goes through the functions here, so the rounding and clipping rules are
+written once: the VLM's answers are rounded to whole pixels and clipped to the target frame; the
+segmenter's prompts stay float and unclipped (its prompt encoder takes sub-pixel boxes).
+
+Coordinate decoding: the box numbers are read from the model either as its most likely token or as
+the value it expects.
 
 A tokenizer with one token per whole number (the tiny models' BPE: `Ġ167` is one token) makes each
 coordinate a classification over a few hundred unrelated tokens. Greedy decoding then returns the
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -35,6 +46,67 @@ _NUMBER = re.compile(r"(\D*?)([0-9]+)")
 _PROBE_VALUES = (7, 42, 99, 123)
 
 
+# --------------------------------------------------------------------------------------------------
+# Box geometry
+# --------------------------------------------------------------------------------------------------
+def frame_scale(orig_hw: tuple[int, int], resized_hw: tuple[int, int]) -> tuple[float, float]:
+    """(sx, sy) mapping a resized frame back to the original: original = resized * scale."""
+    (h, w), (rh, rw) = orig_hw, resized_hw
+    return (w / rw, h / rh)
+
+
+def chain_scales(inner: tuple[float, float], outer: tuple[float, float]) -> tuple[float, float]:
+    """The scale of two stacked resizes: inner maps frame A to B, outer maps B to C; the result A to C."""
+    return (inner[0] * outer[0], inner[1] * outer[1])
+
+
+def scale_boxes(boxes, scale_xy: tuple[float, float]) -> np.ndarray:
+    """Boxes [N, 4] times (sx, sy, sx, sy), float64, neither rounded nor clipped."""
+    sx, sy = scale_xy
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
+
+
+def clip_boxes(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Clip x to [0, w] and y to [0, h] in place; each corner is clipped on its own, so a box lying
+    outside the frame collapses to zero width or height (see `nonempty_boxes`)."""
+    h, w = hw
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
+    return boxes
+
+
+def boxes_to_original(boxes, scale_xy: tuple[float, float], orig_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes [N, 4] (x1, y1, x2, y2) in the model frame -> int boxes in original pixels, clipped."""
+    return clip_boxes(np.rint(scale_boxes(boxes, scale_xy)).astype(np.int64), orig_hw)
+
+
+def boxes_to_model(boxes, scale_xy: tuple[float, float], input_hw: tuple[int, int]) -> np.ndarray:
+    """Inverse of boxes_to_original: original-pixel boxes -> int boxes in the model frame."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sx, sy = scale_xy
+    # divided, not scaled by (1/sx, 1/sy): the reciprocal can differ in the last bit, which flips
+    # np.rint on a half pixel
+    return clip_boxes(np.rint(b / np.array([sx, sy, sx, sy])).astype(np.int64), input_hw)
+
+
+def nonempty_boxes(boxes) -> np.ndarray:
+    """bool [N]: the boxes with positive width and height (clipping may have collapsed the others)."""
+    b = np.asarray(boxes).reshape(-1, 4)
+    return (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+
+
+def clamp_boxes(boxes, hw: tuple[int, int]) -> np.ndarray:
+    """Int boxes inside the frame with x2 >= x1 and y2 >= y1: never a negative width or height, which
+    message fields such as RegionOfInterest cannot hold."""
+    out = clip_boxes(np.asarray(boxes).reshape(-1, 4).astype(np.int64), hw)
+    out[:, 2] = np.maximum(out[:, 0], out[:, 2])
+    out[:, 3] = np.maximum(out[:, 1], out[:, 3])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Coordinate decoding
+# --------------------------------------------------------------------------------------------------
 class CoordinateDecodingError(ModelDirError):
     """The model dir asks for a coordinate decoding its tokenizer cannot support."""
 
@@ -108,5 +180,6 @@ class NumberTokenDecoding(LogitsProcessor):
         return scores
 
 
-__all__ = ["COORDINATE_DECODINGS", "CoordinateDecodingError", "NumberTokenDecoding", "number_token_groups",
-           "check_whole_number_tokens"]
+__all__ = ["COORDINATE_DECODINGS", "CoordinateDecodingError", "NumberTokenDecoding", "boxes_to_model",
+           "boxes_to_original", "chain_scales", "check_whole_number_tokens", "clamp_boxes", "clip_boxes",
+           "frame_scale", "nonempty_boxes", "number_token_groups", "scale_boxes"]

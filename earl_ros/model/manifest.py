@@ -102,86 +102,104 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, raw: dict, root: Path) -> "Manifest":
-        mf = root / MANIFEST_NAME
-
-        def section(key: str) -> dict:
-            sec = raw.get(key)
-            if not isinstance(sec, dict):
-                raise ModelDirError(f"{mf}: section '{key}' is missing or not a mapping (see docs/CONTRACTS.md)")
-            return sec
-
-        def path_of(sec: dict, key: str, where: str, required: bool = True, kind: str = "dir") -> Path | None:
-            value = sec.get(key)
-            if value in (None, "", "null"):
-                if required:
-                    raise ModelDirError(f"{mf}: '{where}.{key}' is required")
-                return None
-            p = Path(str(value)).expanduser()
-            p = p if p.is_absolute() else root / p
-            ok = p.is_dir() if kind == "dir" else p.is_file() if kind == "file" else p.exists()
-            if not ok:
-                raise ModelDirError(
-                    f"{p} is missing (named by '{where}.{key}' in {mf}); put the {where} checkpoint there "
-                    f"or fix the path in {MANIFEST_NAME}"
-                )
-            return p
-
+        rd = _Reader(raw, root)
         fmt = raw.get("format", FORMAT)
         if fmt != FORMAT:
-            raise ModelDirError(f"{mf}: unsupported format {fmt!r} (expected {FORMAT!r})")
+            raise ModelDirError(f"{rd.mf}: unsupported format {fmt!r} (expected {FORMAT!r})")
         pv = raw.get("prompt_version", PROMPT_VERSION)
         if pv != PROMPT_VERSION:
             raise ModelDirError(
-                f"{mf}: prompt_version {pv!r} does not match this code's {PROMPT_VERSION!r}; "
+                f"{rd.mf}: prompt_version {pv!r} does not match this code's {PROMPT_VERSION!r}; "
                 "retrain/export the model with this version or use a matching earl_ros"
             )
+        return cls(root=root, name=str(raw.get("name", root.name)), prompt_version=pv, coarse=_coarse_spec(rd),
+                   response=_response_spec(rd), segmenter=_segmenter_spec(rd), limits=_limits(rd), raw=raw)
 
-        c = section("coarse")
-        coarse = StageSpec(path=path_of(c, "path", "coarse"), lora=path_of(c, "lora", "coarse", required=False),
-                           pooling=str(c.get("pooling", "mean")))
-        if coarse.pooling not in POOLINGS:
-            raise ModelDirError(f"{mf}: coarse.pooling must be one of {POOLINGS}, got {coarse.pooling!r}")
-        for f in ("config.json",):
-            if not (coarse.path / f).is_file():
-                raise ModelDirError(f"{coarse.path / f} is missing (coarse model is not a Hugging Face model dir)")
 
-        r = section("response")
-        response = StageSpec(
-            path=path_of(r, "path", "response"),
-            lora=path_of(r, "lora", "response", required=False),
-            afs=path_of(r, "afs", "response", required=True),
-            afs_alpha=float(r.get("afs_alpha", 1.0)),
-            coordinates=r.get("coordinates", "greedy"),
-        )
-        if response.coordinates not in COORDINATE_DECODINGS:
-            raise ModelDirError(f"{mf}: response.coordinates must be one of {COORDINATE_DECODINGS}, "
-                                f"got {response.coordinates!r}")
-        for d, f in ((response.path, "config.json"), (response.afs, "config.json"), (response.afs, "model.safetensors")):
-            if not (d / f).is_file():
-                raise ModelDirError(f"{d / f} is missing (named by {MANIFEST_NAME} in {root})")
-        if response.lora is not None and not (response.lora / "adapter_config.json").is_file():
-            raise ModelDirError(f"{response.lora / 'adapter_config.json'} is missing (response.lora is not a peft adapter dir)")
+class _Reader:
+    """Sections and paths of one earl.yaml, each error naming the file and the key at fault."""
 
-        s = section("segmenter")
-        seg_type = str(s.get("type", "sam"))
-        if seg_type not in SEGMENTER_TYPES:
-            raise ModelDirError(f"{mf}: segmenter.type must be one of {SEGMENTER_TYPES}, got {seg_type!r}")
-        segmenter = SegmenterSpec(
-            type=seg_type,
-            path=path_of(s, "path", "segmenter"),
-            decoder_onnx=path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
-            box_refine=s.get("box_refine", 0),
-        )
-        if not valid_box_refine(segmenter.box_refine):
-            raise ModelDirError(f"{mf}: segmenter.box_refine must be an integer in 0..{MAX_BOX_REFINE}, "
-                                f"got {segmenter.box_refine!r}")
-        limits = dict(DEFAULT_LIMITS)
-        limits.update({k: v for k, v in (raw.get("limits") or {}).items()})
-        for k in ("max_image_side", "max_query_tokens", "max_new_tokens", "coarse_max_new_tokens"):
-            if not isinstance(limits.get(k), int) or limits[k] <= 0:
-                raise ModelDirError(f"{mf}: limits.{k} must be a positive integer, got {limits.get(k)!r}")
-        return cls(root=root, name=str(raw.get("name", root.name)), prompt_version=pv, coarse=coarse,
-                   response=response, segmenter=segmenter, limits=limits, raw=raw)
+    def __init__(self, raw: dict, root: Path):
+        self.raw, self.root, self.mf = raw, root, root / MANIFEST_NAME
+
+    def section(self, key: str) -> dict:
+        sec = self.raw.get(key)
+        if not isinstance(sec, dict):
+            raise ModelDirError(f"{self.mf}: section '{key}' is missing or not a mapping (see docs/CONTRACTS.md)")
+        return sec
+
+    def path_of(self, sec: dict, key: str, where: str, required: bool = True, kind: str = "dir") -> Path | None:
+        value = sec.get(key)
+        if value in (None, "", "null"):
+            if required:
+                raise ModelDirError(f"{self.mf}: '{where}.{key}' is required")
+            return None
+        p = Path(str(value)).expanduser()
+        p = p if p.is_absolute() else self.root / p
+        ok = p.is_dir() if kind == "dir" else p.is_file() if kind == "file" else p.exists()
+        if not ok:
+            raise ModelDirError(
+                f"{p} is missing (named by '{where}.{key}' in {self.mf}); put the {where} checkpoint there "
+                f"or fix the path in {MANIFEST_NAME}"
+            )
+        return p
+
+
+def _coarse_spec(rd: _Reader) -> StageSpec:
+    c = rd.section("coarse")
+    coarse = StageSpec(path=rd.path_of(c, "path", "coarse"), lora=rd.path_of(c, "lora", "coarse", required=False),
+                       pooling=str(c.get("pooling", "mean")))
+    if coarse.pooling not in POOLINGS:
+        raise ModelDirError(f"{rd.mf}: coarse.pooling must be one of {POOLINGS}, got {coarse.pooling!r}")
+    if not (coarse.path / "config.json").is_file():
+        raise ModelDirError(f"{coarse.path / 'config.json'} is missing (coarse model is not a Hugging Face model dir)")
+    return coarse
+
+
+def _response_spec(rd: _Reader) -> StageSpec:
+    r = rd.section("response")
+    response = StageSpec(
+        path=rd.path_of(r, "path", "response"),
+        lora=rd.path_of(r, "lora", "response", required=False),
+        afs=rd.path_of(r, "afs", "response", required=True),
+        afs_alpha=float(r.get("afs_alpha", 1.0)),
+        coordinates=r.get("coordinates", "greedy"),
+    )
+    if response.coordinates not in COORDINATE_DECODINGS:
+        raise ModelDirError(f"{rd.mf}: response.coordinates must be one of {COORDINATE_DECODINGS}, "
+                            f"got {response.coordinates!r}")
+    for d, f in ((response.path, "config.json"), (response.afs, "config.json"), (response.afs, "model.safetensors")):
+        if not (d / f).is_file():
+            raise ModelDirError(f"{d / f} is missing (named by {MANIFEST_NAME} in {rd.root})")
+    if response.lora is not None and not (response.lora / "adapter_config.json").is_file():
+        raise ModelDirError(f"{response.lora / 'adapter_config.json'} is missing (response.lora is not a peft adapter dir)")
+    return response
+
+
+def _segmenter_spec(rd: _Reader) -> SegmenterSpec:
+    s = rd.section("segmenter")
+    seg_type = str(s.get("type", "sam"))
+    if seg_type not in SEGMENTER_TYPES:
+        raise ModelDirError(f"{rd.mf}: segmenter.type must be one of {SEGMENTER_TYPES}, got {seg_type!r}")
+    segmenter = SegmenterSpec(
+        type=seg_type,
+        path=rd.path_of(s, "path", "segmenter"),
+        decoder_onnx=rd.path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
+        box_refine=s.get("box_refine", 0),
+    )
+    if not valid_box_refine(segmenter.box_refine):
+        raise ModelDirError(f"{rd.mf}: segmenter.box_refine must be an integer in 0..{MAX_BOX_REFINE}, "
+                            f"got {segmenter.box_refine!r}")
+    return segmenter
+
+
+def _limits(rd: _Reader) -> dict:
+    limits = dict(DEFAULT_LIMITS)
+    limits.update({k: v for k, v in (rd.raw.get("limits") or {}).items()})
+    for k in ("max_image_side", "max_query_tokens", "max_new_tokens", "coarse_max_new_tokens"):
+        if not isinstance(limits.get(k), int) or limits[k] <= 0:
+            raise ModelDirError(f"{rd.mf}: limits.{k} must be a positive integer, got {limits.get(k)!r}")
+    return limits
 
 
 def write_manifest(model_dir: str | Path, data: dict) -> Path:

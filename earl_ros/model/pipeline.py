@@ -21,13 +21,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import EmptyQueryError, UnparseableAnswerError
+from .coordinates import boxes_to_original, chain_scales, frame_scale, nonempty_boxes
+from .errors import EmptyQueryError
 from .images import check_frame_shape, fit_within, load_image
 from .manifest import Manifest
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
 from .shared_base import attach_stage_adapters, same_base, stage_adapter
 from .types import Grounding, Interaction
-from .vlm import CoarseModel, ResponseModel, boxes_to_original, load_processor, load_vlm
+from .vlm import CoarseModel, ResponseModel, load_vlm
+from .vlm_processing import load_processor
 
 
 def _load_stages(m: Manifest, device, dtype) -> tuple[CoarseModel, ResponseModel]:
@@ -55,23 +57,6 @@ def _load_shared_stages(m: Manifest, device, dtype):
                              m.response.afs_alpha, lim["max_query_tokens"], lim["max_new_tokens"],
                              m.response.coordinates)
     return coarse, response, adapters
-
-
-RAW_TEXT_IN_ERRORS = 300  # characters of the model's own text quoted in an UNPARSEABLE_ANSWER message
-
-
-def require_answer(g: Grounding) -> Grounding:
-    """Raise UnparseableAnswerError unless `g` names an entity or says there is no target.
-
-    An empty answer with no_target false is no answer: callers must not report it as success.
-    The message quotes the model's text (truncated) so the failure can be read.
-    """
-    if g.entities or g.no_target:
-        return g
-    raw = g.raw_text if len(g.raw_text) <= RAW_TEXT_IN_ERRORS else g.raw_text[:RAW_TEXT_IN_ERRORS] + "..."
-    why = ("every box it named fell outside the frame" if g.parse_status == "ok"
-           else f"parse status {g.parse_status}")
-    raise UnparseableAnswerError(f"the response model's output is not an answer ({why}); it wrote: {raw!r}")
 
 
 class EarlPipeline:
@@ -195,13 +180,12 @@ class EarlPipeline:
         parsed = parse_response(raw.text)
         pairs = parsed.grounded_entities()
         # model frame -> work frame (raw.scale_xy) -> original frame (work -> original)
-        fx, fy = w / work.shape[1], h / work.shape[0]
-        scale = (raw.scale_xy[0] * fx, raw.scale_xy[1] * fy)
+        scale = chain_scales(raw.scale_xy, frame_scale((h, w), work.shape[:2]))
         entities, boxes = [], []
         if pairs:
             mapped = boxes_to_original([b for _, b in pairs], scale, (h, w))
-            for (ent, _), b in zip(pairs, mapped):
-                if b[2] > b[0] and b[3] > b[1]:  # drop boxes that collapse after clipping
+            for (ent, _), b, keep in zip(pairs, mapped, nonempty_boxes(mapped)):
+                if keep:  # drop boxes that collapse after clipping
                     entities.append(ent)
                     boxes.append(b)
         boxes_arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)

@@ -62,7 +62,7 @@ def build_qwen_tokenizer(extra_texts=None, learned: int = 4096):
     from transformers import PreTrainedTokenizerFast
 
     from .tiny import build_tokenizer
-    from .vlm import DEFAULT_CHAT_TEMPLATE
+    from .vlm_processing import DEFAULT_CHAT_TEMPLATE
 
     trained = json.loads(build_tokenizer(extra_texts, vocab_size=learned).backend_tokenizer.to_str())["model"]
     vocab = {tok: i for tok, i in trained["vocab"].items() if tok not in QWEN_SPECIAL_TOKENS}
@@ -106,7 +106,7 @@ def build_vlm_dir(out: Path, preset: str, tokenizer, dtype: str = "bfloat16", se
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from .vlm import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
+    from .vlm_processing import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
 
     out.mkdir(parents=True, exist_ok=True)
     config = qwen25_vl_config(preset)

@@ -298,19 +298,19 @@ class Segmenter:
 
     def boxes_to_model(self, boxes, image_hw: tuple[int, int]) -> np.ndarray:
         """Original-pixel boxes (x1,y1,x2,y2) -> model-input pixels (what the prompt encoder takes)."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        from .coordinates import scale_boxes  # here: importing this module must not load torch
+
         h, w = image_hw
         nh, nw = self.model_input_hw(image_hw)
-        scale = np.array([nw / w, nh / h, nw / w, nh / h])
-        return (b * scale).astype(np.float32)
+        return scale_boxes(boxes, (nw / w, nh / h)).astype(np.float32)
 
     def boxes_from_model(self, boxes, image_hw: tuple[int, int]) -> np.ndarray:
         """Inverse of boxes_to_model."""
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        from .coordinates import scale_boxes
+
         h, w = image_hw
         nh, nw = self.model_input_hw(image_hw)
-        scale = np.array([w / nw, h / nh, w / nw, h / nh])
-        return b * scale
+        return scale_boxes(boxes, (w / nw, h / nh))
 
     def upscale_logits(self, logits, image_hw: tuple[int, int]):
         """Low-res logits [N,h,w] (torch) -> full-size logits [N,H,W] (float32 torch, same device)."""

@@ -79,7 +79,7 @@ def build_tokenizer(extra_texts: Iterable[str] | None = None, vocab_size: int = 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .vlm import DEFAULT_CHAT_TEMPLATE
+    from .vlm_processing import DEFAULT_CHAT_TEMPLATE
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -171,7 +171,7 @@ def build_tiny_vlm(out_dir: Path, tokenizer, text_hidden: int, seed: int, num_la
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from .vlm import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
+    from .vlm_processing import DEFAULT_CHAT_TEMPLATE, EarlVLProcessor
 
     out_dir.mkdir(parents=True, exist_ok=True)
     config = tiny_vl_config(tokenizer, text_hidden, num_layers, vision_hidden, vision_depth, vision_full_attention)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UnparseableAnswerError
+
 
 @dataclass
 class Interaction:
@@ -65,3 +67,20 @@ class Grounding:
             "description": self.description,
             "timings_ms": {k: round(float(v), 2) for k, v in self.timings_ms.items()},
         }
+
+
+RAW_TEXT_IN_ERRORS = 300  # characters of the model's own text quoted in an UNPARSEABLE_ANSWER message
+
+
+def require_answer(g: Grounding) -> Grounding:
+    """Raise UnparseableAnswerError unless `g` names an entity or says there is no target.
+
+    An empty answer with no_target false is no answer: callers must not report it as success.
+    The message quotes the model's text (truncated) so the failure can be read.
+    """
+    if g.entities or g.no_target:
+        return g
+    raw = g.raw_text if len(g.raw_text) <= RAW_TEXT_IN_ERRORS else g.raw_text[:RAW_TEXT_IN_ERRORS] + "..."
+    why = ("every box it named fell outside the frame" if g.parse_status == "ok"
+           else f"parse status {g.parse_status}")
+    raise UnparseableAnswerError(f"the response model's output is not an answer ({why}); it wrote: {raw!r}")

@@ -1,8 +1,10 @@
-"""The two VLM stages of EARL on transformers' Qwen2.5-VL (METHOD.md section 1).
+"""The two VLM stages of EARL on transformers' Qwen2.5-VL (METHOD.md section 1): loading and inference.
 
 Everything here is written against the model *config* (hidden sizes, special-token ids, patch and
 merge sizes come from the checkpoint), so the tiny test checkpoints of `earl_ros.model.tiny` and real
-Qwen2.5-VL-3B/7B directories load through exactly the same code.
+Qwen2.5-VL-3B/7B directories load through exactly the same code. Inputs are built by
+vlm_processing.py (chat template, processor, batches), box frames are mapped by coordinates.py, and
+the training-only side of the response model (LoRA, SFT loss, GRPO log-probs) is training/policy.py.
 
 Stage 1, `CoarseModel`:
     describe(image) -> Interaction(text, descriptor float32[D])
@@ -21,135 +23,42 @@ Stage 1, `CoarseModel`:
 Stage 2, `ResponseModel`: base Qwen2.5-VL + optional peft LoRA adapter + AFS weights.
     respond(image, query, descriptor, ...) -> RawResponse(texts, scale_xy, input_hw, ...)
     Boxes in the texts are pixel corners in the model's RESIZED input frame (input_hw, from
-    image_grid_thw * patch size); `boxes_to_original(boxes, scale_xy, orig_hw)` maps them back to the
-    original image and `boxes_to_model` maps ground-truth boxes the other way (round trip tested).
+    image_grid_thw * patch size); `coordinates.boxes_to_original(boxes, scale_xy, orig_hw)` maps them
+    back to the original image and `coordinates.boxes_to_model` maps ground-truth boxes the other way.
     The AFS modulation is injected by `AFSInjector` hooks (see afs.py): input_ids always reach the
     model, so image tokens keep their 2-D M-RoPE positions in training and at inference alike.
 
-What training (training/, GRPO and SFT) uses, all on `ResponseModel` unless said:
-    .model            the (possibly peft-wrapped) Qwen2_5_VLForConditionalGeneration
-    .processor        EarlVLProcessor (tokenizer + Qwen2VLImageProcessorPil, no video processor)
-    .tokenizer        left-padding tokenizer
-    .afs, .injector   the AFS module (always trainable, float32) and its injector
-    .prepare(images, queries, descriptors=None, completions=None) -> PreparedBatch
-        chat inputs for (image, prompt[, target completion]); prompts are LEFT padded so completions
-        are contiguous at the right; with completions: `labels` (-100 outside the completion) and
-        `completion_mask` over the full sequence (1 on completion tokens incl. the end-of-turn token).
-    .sft_loss(batch) -> scalar loss (teacher forcing with AFS injection).
-    .generate(batch, num_return_sequences=G, max_new_tokens, do_sample, temperature, top_p)
-        (GRPO: do_sample=True, temperature=1.0; greedy with G > 1 returns G copies; greedy decoding
-        reads box coordinates as `.coordinates` says: 'greedy', 'mean' or 'median', see coordinates.py)
-        -> Generation(completion_ids [B*G, C], completion_mask [B*G, C], texts); row i*G + j is sample
-        j of prompt i (the order `generate` uses).
-    .sequence_logprobs(batch, completion_ids, completion_mask, disable_adapter=False)
-        -> float32 [B*G, C] per-token log-probs of the given completion tokens under the policy with
-        AFS injection (0 where completion_mask is 0); `disable_adapter=True` gives the reference
-        policy (same model, LoRA adapters disabled), batched.
-    .attach_lora(peft_config) / .save_trainable(out_dir) (adapter -> out_dir/lora, AFS -> out_dir/afs)
-    .frame_of((h, w)) -> Frame(orig_hw, input_hw, scale_xy): the model frame of an image size, so
-        ground-truth boxes can be put in the model frame (`boxes_to_model`) for SFT targets/rewards.
-    .device, .descriptor_dim, .hidden_size, .base_model (unwrapped from peft), .pad_token_id
-    `CoarseModel.prepare(images, texts)` (stage-1 SFT batch with labels) and
-    `CoarseModel.descriptors(images, texts)` -> float32 [B, D] descriptors for given captions.
-    `model_frame(processor, (h, w))` -> ((input_h, input_w), (sx, sy)) without running the model.
+What training (training/: SFT, GRPO, training/policy.py) reads, on `ResponseModel` unless said:
+    .model (possibly peft-wrapped), .processor (EarlVLProcessor), .tokenizer (left padding), .afs and
+    .injector (AFS module, float32, and its hooks), .device, .descriptor_dim, .hidden_size,
+    .base_model (unwrapped from peft), .pad_token_id;
+    .prepare(images, queries, descriptors=None, completions=None) -> PreparedBatch, laid out as
+        vlm_processing.py says (CoarseModel.prepare(images, texts) for stage-1 SFT);
+    .generate(batch, num_return_sequences=G, ...) -> Generation(completion_ids, completion_mask,
+        texts), row i*G + j = sample j of prompt i; greedy with G > 1 gives G copies, and greedy
+        decoding reads box coordinates as `.coordinates` says ('greedy', 'mean', 'median');
+    .frame_of((h, w)) -> Frame: the model frame of an image size, for ground-truth boxes.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 
-from .errors import EmptyQueryError, ModelDirError
-from .images import load_image
+from .coordinates import boxes_to_original
+from .errors import ModelDirError
 from .prompts import COARSE_INSTRUCTION, response_prompt
 from .types import Interaction
-
-# The Qwen2-VL chat format, used when a checkpoint ships no chat template of its own.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from .vlm_processing import (Frame, PreparedBatch, add_completions, descriptor_tensor, encode_prompts, full_inputs,
+                             load_processor, model_frame, tokenize_completions, truncate_query)
 
 
 # --------------------------------------------------------------------------------------------------
-# Processor and loading
+# Loading
 # --------------------------------------------------------------------------------------------------
-class EarlVLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor for still images only: tokenizer + Qwen2VLImageProcessorPil.
-
-    The stock processor also wants a video processor, which needs torchvision (not usable here).
-    EARL never feeds video, so this subclass drops it (PLATFORM.md).
-    """
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                         chat_template=chat_template)
-
-
-def _read_chat_template(path: Path, tokenizer) -> str:
-    for name in ("chat_template.jinja",):
-        if (path / name).is_file():
-            return (path / name).read_text()
-    if (path / "chat_template.json").is_file():
-        data = json.loads((path / "chat_template.json").read_text())
-        if isinstance(data, dict) and data.get("chat_template"):
-            return data["chat_template"]
-    if (path / "processor_config.json").is_file():
-        data = json.loads((path / "processor_config.json").read_text())
-        if isinstance(data, dict) and isinstance(data.get("chat_template"), str):
-            return data["chat_template"]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.chat_template
-    return DEFAULT_CHAT_TEMPLATE
-
-
-def load_processor(path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> EarlVLProcessor:
-    """Processor of a local Qwen2.5-VL dir (tiny or real), image processor forced to the PIL backend."""
-    from transformers import AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    path = Path(path)
-    kwargs = {}
-    if min_pixels is not None:
-        kwargs["min_pixels"] = int(min_pixels)
-    if max_pixels is not None:
-        kwargs["max_pixels"] = int(max_pixels)
-    if (path / "preprocessor_config.json").is_file():  # released Qwen2.5-VL checkpoints
-        image_processor = Qwen2VLImageProcessorPil.from_pretrained(str(path), **kwargs)
-    elif (path / "processor_config.json").is_file() and "image_processor" in json.loads(
-        (path / "processor_config.json").read_text()
-    ):  # transformers 5 processor.save_pretrained nests it here
-        cfg = dict(json.loads((path / "processor_config.json").read_text())["image_processor"])
-        cfg.pop("image_processor_type", None)
-        cfg.update(kwargs)
-        image_processor = Qwen2VLImageProcessorPil(**cfg)
-    else:
-        raise ModelDirError(
-            f"{path / 'preprocessor_config.json'} is missing (the VLM dir has no image processor config)"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    tokenizer.padding_side = "left"  # completions must be contiguous at the right for batching
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return EarlVLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                           chat_template=_read_chat_template(path, tokenizer))
-
-
 def _resolve_dtype(dtype, device, saved=None) -> torch.dtype:
     """The dtype to load a VLM in. Default ("auto"/None): bf16 on CUDA; on a CPU the checkpoint's own
     dtype when it is bf16 (a bf16 3B upcast to float32 is 15 GB instead of 7.5: two no longer fit in
@@ -188,90 +97,8 @@ def _text_config(model):
 
 
 # --------------------------------------------------------------------------------------------------
-# Coordinate frames
+# Outputs
 # --------------------------------------------------------------------------------------------------
-def model_frame(processor, image_hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[float, float]]:
-    """The resized frame the VLM sees for an image of size (h, w), and the scale back to (h, w).
-
-    Returns ((input_h, input_w), (sx, sy)) with original_x = model_x * sx, original_y = model_y * sy.
-    """
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
-
-    ip = processor.image_processor
-    h, w = int(image_hw[0]), int(image_hw[1])
-    factor = ip.patch_size * ip.merge_size
-    size = ip.size or {}
-    min_p = size.get("shortest_edge", getattr(ip, "min_pixels", None) or 56 * 56)
-    max_p = size.get("longest_edge", getattr(ip, "max_pixels", None) or 28 * 28 * 1280)
-    ih, iw = smart_resize(h, w, factor=factor, min_pixels=min_p, max_pixels=max_p)
-    return (ih, iw), (w / iw, h / ih)
-
-
-def boxes_to_original(boxes, scale_xy: tuple[float, float], orig_hw: tuple[int, int]) -> np.ndarray:
-    """Boxes [N, 4] (x1, y1, x2, y2) in the model frame -> int boxes in original pixels, clipped."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    sx, sy = scale_xy
-    out = np.rint(b * np.array([sx, sy, sx, sy])).astype(np.int64)
-    h, w = orig_hw
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
-    return out
-
-
-def boxes_to_model(boxes, scale_xy: tuple[float, float], input_hw: tuple[int, int]) -> np.ndarray:
-    """Inverse of boxes_to_original: original-pixel boxes -> int boxes in the model frame."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    sx, sy = scale_xy
-    out = np.rint(b / np.array([sx, sy, sx, sy])).astype(np.int64)
-    h, w = input_hw
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class Frame:
-    orig_hw: tuple[int, int]
-    input_hw: tuple[int, int]
-    scale_xy: tuple[float, float]
-
-
-@dataclass
-class PreparedBatch:
-    """Model inputs for B (image, prompt[, completion]) samples.
-
-    inputs: input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids (+ nothing
-      else), left padded; with completions the completion tokens follow the prompt (right padded).
-    prompt_len: P, the padded prompt length (completion tokens start at P).
-    descriptors: float32 [B, Din] or None (no injection).
-    labels / completion_mask: over the full sequence, only when completions were given.
-    """
-
-    inputs: dict
-    prompt_len: int
-    frames: list[Frame]
-    descriptors: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-    completion_mask: torch.Tensor | None = None
-    queries: list[str] = field(default_factory=list)
-    query_truncated: list[bool] = field(default_factory=list)
-
-    def to(self, device) -> "PreparedBatch":
-        self.inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()}
-        for name in ("descriptors", "labels", "completion_mask"):
-            v = getattr(self, name)
-            if v is not None:
-                setattr(self, name, v.to(device))
-        return self
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.inputs["input_ids"].shape[0])
-
-
 @dataclass
 class Generation:
     completion_ids: torch.Tensor  # [B*G, C] (pad after the end-of-turn token)
@@ -296,16 +123,6 @@ class RawResponse:
 
     def to_original(self, boxes) -> np.ndarray:
         return boxes_to_original(boxes, self.scale_xy, self.orig_hw)
-
-
-def _repeat_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor, repeats: int):
-    """Repeat each image's patch block `repeats` times (rows of pixel_values are per-image blocks)."""
-    if repeats == 1:
-        return pixel_values, grid_thw
-    sizes = grid_thw.prod(-1).tolist()
-    blocks = torch.split(pixel_values, sizes, dim=0)
-    pv = torch.cat([blk for blk in blocks for _ in range(repeats)], dim=0)
-    return pv, grid_thw.repeat_interleave(repeats, dim=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,53 +170,6 @@ class _VLMStage:
         input_hw, scale = model_frame(self.processor, image_hw)
         return Frame(orig_hw=(int(image_hw[0]), int(image_hw[1])), input_hw=input_hw, scale_xy=scale)
 
-    def _chat_text(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    def _encode_prompts(self, images: Sequence, prompts: Sequence[str]) -> tuple[dict, list[Frame]]:
-        imgs = [load_image(im) for im in images]
-        texts = [self._chat_text(p) for p in prompts]
-        enc = self.processor(text=texts, images=imgs, padding=True, return_tensors="pt")
-        keep = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
-        inputs = {k: enc[k] for k in keep if k in enc}
-        patch = self.processor.image_processor.patch_size
-        frames = []
-        for im, thw in zip(imgs, inputs["image_grid_thw"].tolist()):
-            ih, iw = int(thw[1]) * patch, int(thw[2]) * patch
-            h, w = im.shape[:2]
-            frames.append(Frame(orig_hw=(h, w), input_hw=(ih, iw), scale_xy=(w / iw, h / ih)))
-        return inputs, frames
-
-    def _tokenize_completions(self, completions: Sequence[str], add_end: bool = True):
-        """Completion texts (+ end-of-turn token) -> right-padded ids [B, C] and mask [B, C]."""
-        tok = self.tokenizer
-        end = (tok.eos_token or "") if add_end else ""
-        ids = [tok(c + end, add_special_tokens=False)["input_ids"] for c in completions]
-        c_len = max(1, max(len(x) for x in ids))
-        comp = torch.full((len(ids), c_len), self.pad_token_id, dtype=torch.long)
-        cmask = torch.zeros((len(ids), c_len), dtype=torch.long)
-        for i, x in enumerate(ids):
-            comp[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            cmask[i, : len(x)] = 1
-        return comp, cmask
-
-    @staticmethod
-    def _full_inputs(inputs: dict, completion_ids: torch.Tensor, completion_mask: torch.Tensor, repeats: int = 1):
-        """Prompt inputs (each repeated `repeats` times) followed by completion tokens."""
-        ids = inputs["input_ids"].repeat_interleave(repeats, 0)
-        am = inputs["attention_mask"].repeat_interleave(repeats, 0)
-        full = {
-            "input_ids": torch.cat([ids, completion_ids.to(ids.device)], dim=1),
-            "attention_mask": torch.cat([am, completion_mask.to(am.device, am.dtype)], dim=1),
-        }
-        if "mm_token_type_ids" in inputs:
-            mm = inputs["mm_token_type_ids"].repeat_interleave(repeats, 0)
-            full["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(completion_ids, dtype=mm.dtype)], dim=1)
-        pv, thw = _repeat_images(inputs["pixel_values"], inputs["image_grid_thw"], repeats)
-        full["pixel_values"], full["image_grid_thw"] = pv, thw
-        return full
-
     def _completion_mask_after_generation(self, comp: torch.Tensor) -> torch.Tensor:
         """1 up to and including the first end token of each row, 0 after it."""
         ends = torch.tensor(self.end_token_ids, device=comp.device)
@@ -436,16 +206,10 @@ class CoarseModel(_VLMStage):
         return self.hidden_size
 
     def prepare(self, images: Sequence, texts: Sequence[str] | None = None) -> PreparedBatch:
-        inputs, frames = self._encode_prompts(images, [COARSE_INSTRUCTION] * len(images))
+        inputs, frames = encode_prompts(self.processor, images, [COARSE_INSTRUCTION] * len(images))
         batch = PreparedBatch(inputs=inputs, prompt_len=int(inputs["input_ids"].shape[1]), frames=frames)
         if texts is not None:
-            comp, cmask = self._tokenize_completions(texts)
-            full = self._full_inputs(inputs, comp, cmask)
-            labels = full["input_ids"].clone()
-            labels[:, : batch.prompt_len] = -100
-            labels[torch.cat([torch.zeros_like(inputs["input_ids"]), cmask], 1) == 0] = -100
-            batch.inputs, batch.labels = full, labels
-            batch.completion_mask = torch.cat([torch.zeros_like(inputs["input_ids"]), cmask], 1)
+            add_completions(batch, self.tokenizer, texts, self.pad_token_id)
         return batch.to(self.device)
 
     def _pool(self, inputs: dict, prompt_len: int, desc_mask: torch.Tensor) -> torch.Tensor:
@@ -465,10 +229,11 @@ class CoarseModel(_VLMStage):
     @torch.no_grad()
     def descriptors(self, images: Sequence, texts: Sequence[str]) -> torch.Tensor:
         """F_ana for given description texts (e.g. ground-truth captions): float32 [B, D]."""
-        comp, cmask = self._tokenize_completions(texts, add_end=False)  # pooled over the text only
-        inputs, _ = self._encode_prompts(images, [COARSE_INSTRUCTION] * len(images))
+        # pooled over the text only, without the end-of-turn token
+        comp, cmask = tokenize_completions(self.tokenizer, texts, self.pad_token_id, add_end=False)
+        inputs, _ = encode_prompts(self.processor, images, [COARSE_INSTRUCTION] * len(images))
         p = int(inputs["input_ids"].shape[1])
-        full = {k: v.to(self.device) for k, v in self._full_inputs(inputs, comp, cmask).items()}
+        full = {k: v.to(self.device) for k, v in full_inputs(inputs, comp, cmask).items()}
         return self._pool(full, p, cmask)
 
     @torch.no_grad()
@@ -562,80 +327,21 @@ class ResponseModel(_VLMStage):
     def descriptor_dim(self) -> int:
         return int(self.afs.config.in_dim)
 
-    # ---- training helpers ----
-    def attach_lora(self, peft_config):
-        """Wrap the model with a fresh LoRA adapter (hooks keep working on the wrapped modules)."""
-        from peft import get_peft_model
-
-        self.model = get_peft_model(self.model, peft_config)
-        return self.model
-
-    def save_trainable(self, out_dir) -> Path:
-        """Save the LoRA adapter (if any) to out_dir/lora and the AFS weights to out_dir/afs."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if hasattr(self.model, "peft_config"):
-            self.model.save_pretrained(str(out / "lora"))
-        self.afs.save_pretrained(out / "afs")
-        return out
-
     def truncate_query(self, query: str) -> tuple[str, bool]:
         """Strip and cut the query to `max_query_tokens` tokens; returns (query, truncated)."""
-        q = (query or "").strip()
-        if not q:
-            raise EmptyQueryError("the query is empty")
-        ids = self.tokenizer(q, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.max_query_tokens:
-            return q, False
-        return self.tokenizer.decode(ids[: self.max_query_tokens], skip_special_tokens=True).strip(), True
-
-    def _descriptor_tensor(self, descriptors, batch: int) -> torch.Tensor:
-        if descriptors is None:
-            return torch.zeros((batch, self.descriptor_dim), dtype=torch.float32)
-        d = torch.as_tensor(np.asarray(descriptors, dtype=np.float32) if not torch.is_tensor(descriptors)
-                            else descriptors).float()
-        if d.dim() == 1:
-            d = d.unsqueeze(0).expand(batch, -1)
-        if d.shape != (batch, self.descriptor_dim):
-            raise ValueError(f"descriptors must be [{batch}, {self.descriptor_dim}], got {tuple(d.shape)}")
-        return d
+        return truncate_query(self.tokenizer, query, self.max_query_tokens)
 
     def prepare(self, images: Sequence, queries: Sequence[str], descriptors=None,
                 completions: Sequence[str] | None = None) -> PreparedBatch:
         """Chat inputs for B (image, query[, completion]) samples; see the module docstring."""
         qs, trunc = zip(*[self.truncate_query(q) for q in queries]) if queries else ((), ())
-        inputs, frames = self._encode_prompts(images, [response_prompt(q) for q in qs])
+        inputs, frames = encode_prompts(self.processor, images, [response_prompt(q) for q in qs])
         batch = PreparedBatch(inputs=inputs, prompt_len=int(inputs["input_ids"].shape[1]), frames=frames,
-                              descriptors=self._descriptor_tensor(descriptors, len(qs)), queries=list(qs),
-                              query_truncated=list(trunc))
+                              descriptors=descriptor_tensor(descriptors, len(qs), self.descriptor_dim),
+                              queries=list(qs), query_truncated=list(trunc))
         if completions is not None:
-            comp, cmask = self._tokenize_completions(completions)
-            full = self._full_inputs(inputs, comp, cmask)
-            full_cmask = torch.cat([torch.zeros_like(inputs["input_ids"]), cmask], 1)
-            labels = full["input_ids"].clone()
-            labels[full_cmask == 0] = -100
-            batch.inputs, batch.labels, batch.completion_mask = full, labels, full_cmask
+            add_completions(batch, self.tokenizer, completions, self.pad_token_id)
         return batch.to(self.device)
-
-    def sft_loss(self, batch: PreparedBatch) -> torch.Tensor:
-        """Teacher-forced cross-entropy on the completion tokens, with AFS injection."""
-        return self.sft_forward(batch).loss
-
-    def sft_forward(self, batch: PreparedBatch, output_hidden_states: bool = False):
-        """The model output of the teacher-forced pass (.loss, and .hidden_states for auxiliary losses)."""
-        if batch.labels is None:
-            raise ValueError("sft_loss needs a batch prepared with completions")
-        # Completions sit after the (left-padded) prompt, so only the last C + 1 positions predict a
-        # labelled token: projecting just those onto the vocabulary skips the LM head and softmax over
-        # the ~200 prompt positions (a quarter of a tiny model's step) for the same loss.
-        keep = int(batch.labels.shape[1]) - batch.prompt_len + 1
-        with self.injector.use(batch.descriptors, completion_mask=batch.completion_mask):
-            out = self.model(**batch.inputs, use_cache=False, logits_to_keep=keep,
-                             output_hidden_states=output_hidden_states)
-        logits = out.logits[:, :-1].float()  # [B, C, V]: position t predicts completion token t
-        out.loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     batch.labels[:, batch.prompt_len:].reshape(-1), ignore_index=-100)
-        return out
 
     def generate(self, batch: PreparedBatch, num_return_sequences: int = 1, max_new_tokens: int | None = None,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> Generation:
@@ -665,42 +371,6 @@ class ResponseModel(_VLMStage):
         texts = self.tokenizer.batch_decode(comp, skip_special_tokens=True)
         return Generation(completion_ids=comp, completion_mask=cmask, texts=[t.strip() for t in texts])
 
-    def sequence_logprobs(self, batch: PreparedBatch, completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                          disable_adapter: bool = False) -> torch.Tensor:
-        """Per-token log-probs [N, C] of completion_ids given the batch's prompts (N = B * G).
-
-        Gradients flow (call under torch.no_grad() for old/reference policies). The descriptor of
-        prompt i is used for rows i*G .. i*G+G-1; F_emb comes from the prompt positions only, so the
-        injected delta equals the one seen while sampling.
-        """
-        n, c = completion_ids.shape
-        b = batch.batch_size
-        if n % b:
-            raise ValueError(f"{n} completions do not split evenly over {b} prompts")
-        g = n // b
-        prompt_inputs = {k: batch.inputs[k] for k in batch.inputs}
-        if batch.labels is not None:  # a batch prepared with completions: use its prompt part only
-            p = batch.prompt_len
-            for k in ("input_ids", "attention_mask", "mm_token_type_ids"):
-                if k in prompt_inputs:
-                    prompt_inputs[k] = prompt_inputs[k][:, :p]
-        full = self._full_inputs(prompt_inputs, completion_ids.to(self.device), completion_mask.to(self.device), g)
-        full_cmask = torch.cat(
-            [torch.zeros((n, batch.prompt_len), dtype=torch.long, device=self.device), completion_mask.to(self.device)], 1
-        )
-        desc = batch.descriptors.repeat_interleave(g, 0) if batch.descriptors is not None else None
-        ctx = self.model.disable_adapter() if disable_adapter and hasattr(self.model, "disable_adapter") else None
-        with self.injector.use(desc, completion_mask=full_cmask):
-            if ctx is not None:
-                with ctx:
-                    logits = self.model(**full, use_cache=False, logits_to_keep=c + 1).logits
-            else:
-                logits = self.model(**full, use_cache=False, logits_to_keep=c + 1).logits
-        logits = logits[:, :-1].float()  # [N, C, V]: position t predicts completion token t
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.to(logits.device)[..., None]).squeeze(-1)
-        return logp * completion_mask.to(logp.device, logp.dtype)
-
-    # ---- inference ----
     @torch.no_grad()
     def respond(self, image, query: str, descriptor=None, max_new_tokens: int | None = None, do_sample: bool = False,
                 temperature: float = 1.0, num_return_sequences: int = 1) -> RawResponse:
@@ -721,7 +391,4 @@ class ResponseModel(_VLMStage):
         return out.logits[0, -1].float()
 
 
-__all__ = [
-    "CoarseModel", "ResponseModel", "EarlVLProcessor", "RawResponse", "PreparedBatch", "Generation", "Frame",
-    "load_processor", "load_vlm", "model_frame", "boxes_to_original", "boxes_to_model", "DEFAULT_CHAT_TEMPLATE",
-]
+__all__ = ["CoarseModel", "ResponseModel", "RawResponse", "Generation", "load_vlm"]

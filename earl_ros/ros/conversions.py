@@ -11,11 +11,8 @@ import array
 
 import numpy as np
 
+from earl_ros.live.pixels import CHANNELS, SUPPORTED_ENCODINGS, decode_compressed, to_rgb  # noqa: F401 (re-exported)
 from earl_ros.model.errors import InvalidImageError, UnsupportedEncodingError
-
-# encoding -> channels (all 8-bit)
-CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-SUPPORTED_ENCODINGS = tuple(CHANNELS)
 
 
 def stamp_to_sec(stamp) -> float:
@@ -65,37 +62,13 @@ def image_to_array(msg) -> np.ndarray:
     return rows.reshape(h, w, c)
 
 
-def to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
-    """[H, W, C] native -> contiguous RGB uint8 [H, W, 3] (always a copy the caller owns)."""
-    enc = encoding.strip().lower()
-    if enc == "rgb8":
-        return np.array(arr, dtype=np.uint8, copy=True, order="C")
-    if enc == "bgr8":
-        return np.ascontiguousarray(arr[..., ::-1])
-    if enc == "rgba8":
-        return np.ascontiguousarray(arr[..., :3])
-    if enc == "bgra8":
-        return np.ascontiguousarray(arr[..., 2::-1])
-    if enc == "mono8":
-        return np.ascontiguousarray(np.repeat(arr[..., :1], 3, axis=2))
-    raise UnsupportedEncodingError(f"image encoding {encoding!r} is not supported")
-
-
 def image_msg_to_rgb(msg) -> np.ndarray:
     return to_rgb(image_to_array(msg), msg.encoding)
 
 
 def compressed_to_rgb(msg) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png/...) -> RGB uint8 [H, W, 3]."""
-    import cv2
-
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise InvalidImageError("compressed image has no data")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise InvalidImageError(f"compressed image (format {msg.format!r}) could not be decoded")
-    return np.ascontiguousarray(img[..., ::-1])
+    return decode_compressed(msg.data, msg.format)
 
 
 def _to_uint8_array(a: np.ndarray) -> array.array:

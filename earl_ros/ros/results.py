@@ -12,11 +12,11 @@ def box_rois(boxes, height: int, width: int) -> list:
     """[x1, y1, x2, y2] boxes -> RegionOfInterest, clamped to the frame (never negative sizes)."""
     from sensor_msgs.msg import RegionOfInterest
 
+    from earl_ros.model.coordinates import clamp_boxes  # here: importing this module must not load torch
+
     out = []
-    for b in np.asarray(boxes).reshape(-1, 4):
+    for b in clamp_boxes(boxes, (height, width)):
         x1, y1, x2, y2 = (int(v) for v in b)
-        x1, y1 = max(0, min(x1, width)), max(0, min(y1, height))
-        x2, y2 = max(x1, min(x2, width)), max(y1, min(y2, height))
         out.append(RegionOfInterest(x_offset=x1, y_offset=y1, width=x2 - x1, height=y2 - y1))
     return out
 

@@ -10,7 +10,7 @@ from earl_ros.model.errors import InvalidImageError, NoFrameError, StampNotBuffe
 from earl_ros.ros.conversions import (  # noqa: E402
     array_to_compressed, array_to_image, compressed_to_rgb, image_msg_to_rgb, image_to_array, ns_to_stamp,
     stamp_to_ns)
-from earl_ros.ros.frames import Frame, FrameBuffer  # noqa: E402
+from earl_ros.live.frames import Frame, FrameBuffer  # noqa: E402
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 255, (7, 5, 3), dtype=np.uint8)

@@ -70,6 +70,12 @@ IMG = np.zeros((60, 80, 3), np.uint8)
 IMG[10:40, 10:50] = (250, 10, 10)
 
 
+def test_a_query_before_any_frame_fails_with_no_frame(harness):
+    r = harness.query("which hand is holding something?")
+    assert (r.success, r.error_code) == (False, "NO_FRAME") and r.message
+    assert r.mask.height == 0 and r.mask.width == 0
+
+
 @pytest.mark.parametrize("harness", [["-p", "image_transport:=compressed"]], indirect=True)
 def test_compressed_input(harness):
     from sensor_msgs.msg import CompressedImage

@@ -182,6 +182,9 @@ def test_the_frame_buffer_is_bounded_in_bytes(node, client, camera):
         assert ev.wait(DISCOVERY_TIMEOUT) and fut.result().results[0].successful
 
     frame_mb = 192 * 256 * 3 / (1 << 20)  # a demo frame, 0.14 MiB
+    # more than 1 MiB buffered first (a test before this one may have just restarted the camera)
+    wait_until(lambda: int(diag(client)["frames_buffered"]) > int(1.0 / frame_mb) + 1, DISCOVERY_TIMEOUT,
+               what="more than 1 MiB of frames buffered")
     before = int(diag(client)["frames_evicted_from_buffer"])
     set_mb(1)
     try:

@@ -24,6 +24,7 @@ def test_cell_centres_are_in_raster_order_per_image():
 def test_one_target_per_image_token_of_a_real_batch(chain):
     from earl_ros.model.vlm import ResponseModel
     from training.common import manifest_paths
+    from training.policy import sft_forward
     from training.position_probe import ImageTokenPositionProbe, image_token_positions
     from training.data import IRGBench
 
@@ -35,7 +36,7 @@ def test_one_target_per_image_token_of_a_real_batch(chain):
     n_tokens = int((b.inputs["input_ids"] == rm.model.config.image_token_id).sum())
     merge = rm.model.config.vision_config.spatial_merge_size
     assert image_token_positions(b.inputs["image_grid_thw"], merge).shape[0] == n_tokens
-    out = rm.sft_forward(b, output_hidden_states=True)
+    out = sft_forward(rm, b, output_hidden_states=True)
     loss = ImageTokenPositionProbe(rm.hidden_size, layer=2).loss(
         out.hidden_states, b.inputs["input_ids"], rm.model.config.image_token_id, b.inputs["image_grid_thw"], merge)
     assert loss.ndim == 0 and loss > 0
@@ -58,10 +59,10 @@ def test_sft_response_with_the_probe_learns_positions_and_saves_a_plain_model(ch
     assert set(load_file(out / "response" / "model.safetensors")) == plain
 
 
-def test_a_probe_layer_the_model_lacks_is_refused(chain, tmp_path):
+def test_a_probe_layer_the_model_lacks_is_refused(chain, tmp_path, capsys):
     from training.cli import main
 
-    with pytest.raises(SystemExit, match="layers 1.."):
-        main(["sft-response", "--model", str(chain["m1"]), "--data", str(chain["data"]), "--out",
-              str(tmp_path / "x"), "--descriptors", str(chain["desc"]), "--epochs", "1", "--position-probe", "1",
-              "--position-probe-layer", "99", "--quiet"])
+    assert 2 == main(["sft-response", "--model", str(chain["m1"]), "--data", str(chain["data"]), "--out",
+                      str(tmp_path / "x"), "--descriptors", str(chain["desc"]), "--epochs", "1", "--position-probe",
+                      "1", "--position-probe-layer", "99", "--quiet"])
+    assert "error: --position-probe-layer 99: the response language model has layers 1.." in capsys.readouterr().err

@@ -77,6 +77,11 @@ def test_descriptor_noise_changes_what_the_afs_learns_and_needs_stored_descripto
     _sft(cli, chain, tmp_path / "clean", "--afs-lr", "3e-3", "--lr", 0)
     _sft(cli, chain, tmp_path / "noisy", "--afs-lr", "3e-3", "--lr", 0, "--descriptor-noise", 1)
     assert not (_fc_out(tmp_path / "clean") == _fc_out(tmp_path / "noisy")).all()
-    with pytest.raises(SystemExit, match="--descriptor-noise needs --descriptors"):
-        cli("sft-response", "--model", chain["m1"], "--data", chain["data"], "--out", tmp_path / "x",
-            "--no-descriptor", "--descriptor-noise", 1, "--epochs", 1, "--quiet")
+    from training.errors import SettingsError
+    from training.settings import SftResponseSettings
+    from training.sft import sft_response
+
+    with pytest.raises(SettingsError, match="--descriptor-noise needs --descriptors"):
+        sft_response(SftResponseSettings(model=str(chain["m1"]), data=str(chain["data"]), out=str(tmp_path / "x"),
+                                         no_descriptor=True, descriptor_noise=1.0, epochs=1.0, quiet=True))
+    assert not (tmp_path / "x").exists()

@@ -65,7 +65,8 @@ def test_grpo_checkpoints_carry_afs_and_resume_exactly(chain, tmp_path, cli, grp
     for d in (ck1, full / "final"):
         assert (d / "afs" / "model.safetensors").is_file(), "AFS weights are saved in every checkpoint"
         assert (d / "lora" / "adapter_config.json").is_file()
-        assert (d / "trainer_state.pt").is_file() and (d / "earl.yaml").is_file()
+        assert (d / "trainer_state.safetensors").is_file() and (d / "trainer_state.json").is_file()
+        assert not (d / "trainer_state.pt").exists() and (d / "earl.yaml").is_file()
     log = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     for key in ("reward/total", "reward/format", "reward/answer", "reward/ground", "reward/total_std", "kl",
@@ -84,13 +85,20 @@ def test_grpo_checkpoints_carry_afs_and_resume_exactly(chain, tmp_path, cli, grp
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_grpo_refuses_a_reward_box_refinement_it_cannot_draw(chain, tmp_path, cli, grpo_argv):
+def test_grpo_refuses_a_reward_box_refinement_it_cannot_draw(chain, tmp_path, grpo_argv, capsys):
     """Filled-box masks cannot be refined, and the count is bounded as segmenter.box_refine is: both
-    are refused before any model loads."""
-    with pytest.raises(SystemExit, match="needs --segmenter model"):
-        cli(*grpo_argv(tmp_path / "a", "--reward-box-refine", 1))
-    with pytest.raises(SystemExit, match="must be an integer in 0.."):
-        cli(*grpo_argv(tmp_path / "b", "--segmenter", "model", "--reward-box-refine", 99))
+    are refused before any model loads (a SettingsError; the CLI prints it and exits with 2)."""
+    from training.cli import main, parse_settings
+    from training.errors import SettingsError
+    from training.grpo import run_grpo
+
+    argv = [str(a) for a in grpo_argv(tmp_path / "a", "--reward-box-refine", 1)]
+    with pytest.raises(SettingsError, match="needs --segmenter model"):
+        run_grpo(parse_settings("grpo", argv[1:]))
+    assert main(argv) == 2 and "error: --reward-box-refine needs --segmenter model" in capsys.readouterr().err
+    argv = [str(a) for a in grpo_argv(tmp_path / "b", "--segmenter", "model", "--reward-box-refine", 99)]
+    with pytest.raises(SettingsError, match="must be an integer in 0.."):
+        run_grpo(parse_settings("grpo", argv[1:]))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -115,7 +123,8 @@ def loose_gt_answers(chain, monkeypatch):
     """The response model answers with the ground-truth entities and boxes grown by 6 px per side
     (a rough but right answer), so the segmenter has real boxes to redraw."""
     from earl_ros.model.prompts import format_response
-    from earl_ros.model.vlm import RawResponse, ResponseModel, boxes_to_model
+    from earl_ros.model.coordinates import boxes_to_model
+    from earl_ros.model.vlm import RawResponse, ResponseModel
 
     ds = IRGBench(chain["data"], "test")
     truth = {(ds.image(s.image_id).tobytes(), s.query): s for s in ds.samples}

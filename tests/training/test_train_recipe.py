@@ -139,27 +139,35 @@ def test_recipe_quick_scale(tmp_path):
     assert {f: f.stat().st_mtime_ns for f in before} == before
 
 
-def test_ablation_needs_a_recipe_run_first(tmp_path):
+def test_ablation_needs_a_recipe_run_first(tmp_path, capsys):
     from training.recipe import main
 
-    with pytest.raises(SystemExit, match="no stage-1 model"):
-        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor"])
+    def refused(argv, message):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+
+    refused(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor"],
+            "no stage-1 model")
     assert not (tmp_path / "empty").exists()
-    with pytest.raises(SystemExit):  # one arm or both, not both flags
+    with pytest.raises(SystemExit):  # one arm or both, not both flags (an argparse error)
         main(["tiny-synth", "--out", str(tmp_path / "empty"), "--ablation", "no-descriptor", "--with-ablation"])
-    with pytest.raises(SystemExit, match="train the repeat"):
-        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "1"])
-    with pytest.raises(SystemExit, match="seed 0 is the recipe run itself"):
-        main(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "0"])
+    refused(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "1"],
+            "train the repeat")
+    refused(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "empty"), "--repeat-seed", "0"],
+            "seed 0 is the recipe run itself")
     assert not (tmp_path / "empty").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: {stepz: 3}\n")  # a typo in a section is named before any stage runs
+    refused(["tiny-synth", "--scale", "quick", "--out", str(tmp_path / "typo"), "--config", str(bad)],
+            "recipe section 'grpo': unknown option(s) stepz")
 
 
-def test_a_fresh_run_never_replaces_a_folder_the_recipe_did_not_write(tmp_path):
+def test_a_fresh_run_never_replaces_a_folder_the_recipe_did_not_write(tmp_path, capsys):
     from training.recipe import main
 
     mine = tmp_path / "my_files"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match="not a recipe run dir"):
-        main(["tiny-synth", "--scale", "quick", "--out", str(mine), "--model-out", ""])
+    assert main(["tiny-synth", "--scale", "quick", "--out", str(mine), "--model-out", ""]) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "not a recipe run dir" in err
     assert (mine / "notes.txt").read_text() == "keep me"

@@ -30,8 +30,10 @@ def _batch(rm, images, queries):
 
 
 def _loss_and_grads(rm, batch):
+    from training.policy import sft_loss
+
     rm.model.zero_grad(set_to_none=True)
-    loss = rm.sft_loss(batch)
+    loss = sft_loss(rm, batch)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in rm.model.named_parameters() if p.grad is not None}
     return float(loss.detach()), grads

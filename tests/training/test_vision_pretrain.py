@@ -63,13 +63,18 @@ def test_vision_pretrain_trains_one_tower_for_both_models(tmp_path):
     assert all(torch.equal(lm0[k], lm1[k]) for k in lm0)
 
 
-def test_vision_pretrain_refuses_towers_of_different_shapes(tmp_path):
+def test_vision_pretrain_refuses_towers_of_different_shapes(tmp_path, capsys):
     from earl_ros.model.tiny import build_tiny_model_dir
     from training.cli import main
+    from training.errors import TrainingError
+    from training.settings import VisionPretrainSettings
+    from training.vision_pretrain import vision_pretrain
 
     m0 = build_tiny_model_dir(tmp_path / "m0", seed=0, coarse_hidden=64, response_hidden=32)
-    with pytest.raises(SystemExit, match="differ in shape"):
-        main(["vision-pretrain", "--model", str(m0), "--out", str(tmp_path / "v"), "--steps", "1", "--quiet"])
+    with pytest.raises(TrainingError, match="differ in shape"):
+        vision_pretrain(VisionPretrainSettings(model=str(m0), out=str(tmp_path / "v"), steps=1, quiet=True))
+    assert main(["vision-pretrain", "--model", str(m0), "--out", str(tmp_path / "v"), "--steps", "1", "--quiet"]) == 2
+    assert "error: vision-pretrain: the coarse and response vision towers differ in shape" in capsys.readouterr().err
 
 
 def test_segmenter_eval_scores_gt_boxes(chain, tmp_path):

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from earl_ros.model.prompts import NO_TARGET_ANSWER
+from training.data.synth_draw import Painter, draw_hand, draw_object
 
 CATEGORIES = ("mug", "bottle", "kettle", "knife", "scissors", "laptop", "bowl", "toy car", "stapler", "bucket")
 # width / height of each category's bounding box
@@ -86,132 +87,6 @@ def scene_rng(seed: int, style: str, split: str, index: int) -> np.random.Genera
     return np.random.default_rng([seed, zlib.crc32(style.encode()), zlib.crc32(split.encode()), index])
 
 
-class _Painter:
-    """Draws every primitive on the RGB canvas and, with the instance id, on the label map."""
-
-    def __init__(self, rgb: Image.Image, lab: Image.Image):
-        self.rgb, self.lab = ImageDraw.Draw(rgb), ImageDraw.Draw(lab)
-
-    def polygon(self, pts, colour, iid):
-        pts = [(float(x), float(y)) for x, y in pts]
-        self.rgb.polygon(pts, fill=colour)
-        self.lab.polygon(pts, fill=iid)
-
-    def ellipse(self, box, colour, iid):
-        self.rgb.ellipse(box, fill=colour)
-        self.lab.ellipse(box, fill=iid)
-
-    def rect(self, box, colour, iid):
-        self.rgb.rectangle(box, fill=colour)
-        self.lab.rectangle(box, fill=iid)
-
-    def line(self, pts, colour, iid, width):
-        w = max(1, int(round(width)))
-        self.rgb.line(pts, fill=colour, width=w)
-        self.lab.line(pts, fill=iid, width=w)
-        for x, y in (pts[0], pts[-1]):  # round caps
-            r = w / 2
-            self.rgb.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-            self.lab.ellipse((x - r, y - r, x + r, y + r), fill=iid)
-
-    def arc(self, box, start, end, colour, iid, width):
-        w = max(1, int(round(width)))
-        self.rgb.arc(box, start, end, fill=colour, width=w)
-        self.lab.arc(box, start, end, fill=iid, width=w)
-
-
-def _shade(c, f):
-    return tuple(int(max(0, min(255, v * f))) for v in c)
-
-
-def _draw_object(p: _Painter, o: _Obj, rgb: tuple[int, int, int]):
-    x, y, w, h = o.box
-    iid, dark, light = o.iid, _shade(rgb, 0.65), _shade(rgb, 1.25)
-    c = o.category
-    if c == "mug":
-        p.arc((x + 0.62 * w, y + 0.2 * h, x + w, y + 0.75 * h), -90, 90, dark, iid, 0.09 * w)
-        p.rect((x, y + 0.08 * h, x + 0.75 * w, y + h), rgb, iid)
-        p.ellipse((x, y, x + 0.75 * w, y + 0.16 * h), dark, iid)
-    elif c == "bottle":
-        p.rect((x + 0.05 * w, y + 0.35 * h, x + 0.95 * w, y + h), rgb, iid)
-        p.polygon([(x + 0.05 * w, y + 0.36 * h), (x + 0.3 * w, y + 0.18 * h), (x + 0.7 * w, y + 0.18 * h),
-                   (x + 0.95 * w, y + 0.36 * h)], rgb, iid)
-        p.rect((x + 0.3 * w, y, x + 0.7 * w, y + 0.18 * h), dark, iid)
-        p.rect((x + 0.15 * w, y + 0.55 * h, x + 0.85 * w, y + 0.75 * h), light, iid)
-    elif c == "kettle":
-        p.arc((x + 0.15 * w, y, x + 0.85 * w, y + 0.6 * h), 180, 360, dark, iid, 0.07 * h)
-        p.polygon([(x + 0.78 * w, y + 0.6 * h), (x + w, y + 0.3 * h), (x + 0.95 * w, y + 0.28 * h),
-                   (x + 0.7 * w, y + 0.5 * h)], rgb, iid)
-        p.ellipse((x + 0.05 * w, y + 0.25 * h, x + 0.85 * w, y + h), rgb, iid)
-        p.ellipse((x + 0.35 * w, y + 0.22 * h, x + 0.55 * w, y + 0.32 * h), dark, iid)
-    elif c == "knife":
-        p.rect((x, y + 0.2 * h, x + 0.38 * w, y + 0.85 * h), dark, iid)
-        p.polygon([(x + 0.38 * w, y), (x + w, y + 0.55 * h), (x + 0.38 * w, y + h)], (200, 205, 210), iid)
-    elif c == "scissors":
-        p.line([(x + 0.3 * w, y + 0.55 * h), (x + w, y)], (190, 195, 200), iid, 0.1 * h)
-        p.line([(x + 0.3 * w, y + 0.45 * h), (x + w, y + h)], (190, 195, 200), iid, 0.1 * h)
-        p.arc((x, y, x + 0.32 * w, y + 0.45 * h), 0, 360, rgb, iid, 0.1 * h)
-        p.arc((x, y + 0.55 * h, x + 0.32 * w, y + h), 0, 360, rgb, iid, 0.1 * h)
-    elif c == "laptop":
-        p.polygon([(x + 0.1 * w, y), (x + 0.9 * w, y), (x + 0.85 * w, y + 0.6 * h), (x + 0.15 * w, y + 0.6 * h)],
-                  dark, iid)
-        p.polygon([(x + 0.15 * w, y + 0.05 * h), (x + 0.85 * w, y + 0.05 * h), (x + 0.82 * w, y + 0.55 * h),
-                   (x + 0.18 * w, y + 0.55 * h)], (60, 90, 140), iid)
-        p.polygon([(x + 0.15 * w, y + 0.6 * h), (x + 0.85 * w, y + 0.6 * h), (x + w, y + h), (x, y + h)], rgb, iid)
-    elif c == "bowl":
-        p.ellipse((x, y + 0.45 * h, x + w, y + h), dark, iid)
-        p.polygon([(x, y + 0.3 * h), (x + w, y + 0.3 * h), (x + 0.8 * w, y + 0.9 * h), (x + 0.2 * w, y + 0.9 * h)],
-                  rgb, iid)
-        p.ellipse((x, y, x + w, y + 0.55 * h), light, iid)
-        p.ellipse((x + 0.08 * w, y + 0.08 * h, x + 0.92 * w, y + 0.47 * h), dark, iid)
-    elif c == "toy car":
-        p.rect((x, y + 0.35 * h, x + w, y + 0.8 * h), rgb, iid)
-        p.polygon([(x + 0.22 * w, y + 0.35 * h), (x + 0.35 * w, y), (x + 0.7 * w, y), (x + 0.8 * w, y + 0.35 * h)],
-                  light, iid)
-        p.ellipse((x + 0.1 * w, y + 0.6 * h, x + 0.32 * w, y + h), (20, 20, 20), iid)
-        p.ellipse((x + 0.68 * w, y + 0.6 * h, x + 0.9 * w, y + h), (20, 20, 20), iid)
-    elif c == "stapler":
-        p.rect((x, y + 0.7 * h, x + w, y + h), dark, iid)
-        p.polygon([(x, y + 0.75 * h), (x + 0.1 * w, y), (x + w, y + 0.25 * h), (x + w, y + 0.75 * h)], rgb, iid)
-    elif c == "bucket":
-        p.arc((x + 0.05 * w, y, x + 0.95 * w, y + 0.6 * h), 180, 360, dark, iid, 0.04 * h)
-        p.polygon([(x, y + 0.25 * h), (x + w, y + 0.25 * h), (x + 0.85 * w, y + h), (x + 0.15 * w, y + h)],
-                  rgb, iid)
-        p.ellipse((x, y + 0.17 * h, x + w, y + 0.33 * h), dark, iid)
-    else:  # pragma: no cover
-        raise ValueError(c)
-
-
-def _draw_hand(p: _Painter, side: str, iid: int, skin, base, centre, r: float, state: str, rng):
-    """Forearm from `base` (below the lower edge) to the wrist, palm at `centre`, fingers beyond."""
-    bx, by = base
-    cx, cy = centre
-    ux, uy = cx - bx, cy - by
-    n = math.hypot(ux, uy) or 1.0
-    ux, uy = ux / n, uy / n
-    px, py = -uy, ux  # perpendicular
-    wx, wy = cx - ux * 0.9 * r, cy - uy * 0.9 * r
-    arm_w = 1.5 * r
-    sleeve = _shade(skin, 0.85)
-    p.polygon([(bx + px * arm_w * 0.6, by + py * arm_w * 0.6), (bx - px * arm_w * 0.6, by - py * arm_w * 0.6),
-               (wx - px * arm_w * 0.45, wy - py * arm_w * 0.45), (wx + px * arm_w * 0.45, wy + py * arm_w * 0.45)],
-              sleeve, iid)
-    p.ellipse((cx - r, cy - r, cx + r, cy + r), skin, iid)
-    curl = {"held": 0.55, "touched": 1.0, "free": float(rng.uniform(0.7, 1.1))}[state]
-    flen, fw = 1.0 * r * curl, 0.32 * r
-    finger = _shade(skin, 0.95)
-    for k, off in enumerate((-0.6, -0.2, 0.2, 0.6)):
-        sx, sy = cx + ux * 0.6 * r + px * off * r, cy + uy * 0.6 * r + py * off * r
-        ln = flen * (0.85 if k in (0, 3) else 1.0)
-        p.line([(sx, sy), (sx + ux * ln, sy + uy * ln)], finger, iid, fw)
-    # thumb on the inner side: +perp for the right hand (pointing left), -perp for the left hand
-    tside = 1.0 if side == "right" else -1.0
-    tx, ty = cx + px * tside * 0.8 * r, cy + py * tside * 0.8 * r
-    dx, dy = (ux + px * tside * 0.8), (uy + py * tside * 0.8)
-    dn = math.hypot(dx, dy) or 1.0
-    p.line([(tx, ty), (tx + dx / dn * 0.7 * r, ty + dy / dn * 0.7 * r)], finger, iid, fw * 1.1)
-
-
 def _background(rng, w, h, style):
     yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     wall = rng.uniform(60, 230, 3).astype(np.float32)
@@ -248,18 +123,8 @@ def _overlap(a, b, margin=0.0):
     return not (ax + aw + margin < bx or bx + bw + margin < ax or ay + ah + margin < by or by + bh + margin < ay)
 
 
-def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Draw one scene. Returns (rgb uint8 HxWx3, label map uint8 HxW, depth uint16 HxW, scene dict)."""
-    W, H, style = cfg.width, cfg.height, cfg.style
-    bg, horizon = _background(rng, W, H, style)
-    rgb = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    lab = Image.new("L", (W, H), 0)
-    painter = _Painter(rgb, lab)
-    colours = dict(COLOURS)
-    if style == "gloves":
-        colours = {**_GLOVE_COLOURS, **{k: v for k, v in COLOURS.items() if k in ("grey", "brown", "black")}}
-
-    # which hands, in which states
+def _choose_hands(rng: np.random.Generator, style: str) -> list[_Hand]:
+    """Which hands are in view and what each does (held / touched / free)."""
     if style == "easy":
         sides = [str(rng.choice(["left", "right"]))]
         states = {sides[0]: "held"}
@@ -267,34 +132,56 @@ def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
         u = rng.random()
         sides = [] if u < 0.08 else (["left"] if u < 0.3 else (["right"] if u < 0.55 else ["left", "right"]))
         states = {s: str(rng.choice(["held", "touched", "free"], p=[0.5, 0.25, 0.25])) for s in sides}
+    return [_Hand(side=s, iid=0, state=states[s]) for s in sides]
 
-    # objects: one per interacting hand (distinct categories) + distractors
+
+def _held_box(rng, cat: str, side: str, placed: list[tuple], W: int, H: int, horizon: float, size_mul: float):
+    """Box of a hand's object on that hand's half of the table, clear of the placed boxes if 30
+    tries find such a spot (else the last try)."""
+    for _ in range(30):
+        bh = _SIZE[cat] * H * size_mul * float(rng.uniform(0.85, 1.15))
+        bw = min(bh * _ASPECT[cat], 0.45 * W)
+        bh = bw / _ASPECT[cat]
+        # right hand's object on the right half, left hand's on the left half
+        lo, hi = (0.5 * W, W - bw - 4) if side == "right" else (4, 0.5 * W - bw)
+        if hi <= lo:
+            lo, hi = 4, W - bw - 4
+        x = _u(rng, lo, hi)
+        y = _u(rng, max(horizon * H, 0.1 * H), min(0.62 * H, H - bh - 2) - bh * 0.3)
+        box = (x, y, bw, bh)
+        if not any(_overlap(box, q, 4) for q in placed):
+            break
+    return box
+
+
+def _distractor_box(rng, cat: str, placed: list[tuple], W: int, H: int, horizon: float):
+    """Box of an object nobody uses, clear of the placed boxes; None when 20 tries find no spot."""
+    for _ in range(20):
+        bh = _SIZE[cat] * H * float(rng.uniform(0.6, 1.0))
+        bw = min(bh * _ASPECT[cat], 0.4 * W)
+        bh = bw / _ASPECT[cat]
+        x = _u(rng, 2, W - bw - 2)
+        y = _u(rng, max(horizon * H - 0.5 * bh, 2), 0.55 * H - bh)
+        box = (x, y, bw, bh)
+        if not any(_overlap(box, q, 2) for q in placed):
+            return box
+    return None
+
+
+def _place_objects(rng, hands: list[_Hand], style: str, colours: dict, W: int, H: int, horizon: float):
+    """One object per interacting hand (distinct categories, linked to its hand) plus distractors.
+    Returns (objects, their boxes, the next free instance id)."""
     cats = list(rng.permutation(CATEGORIES))
     n_distract = 0 if style == "easy" else int(rng.integers(0, 5 if style == "clutter" else 3))
     objs: list[_Obj] = []
     next_id = 1
-    hands: list[_Hand] = []
-    for s in sides:
-        hands.append(_Hand(side=s, iid=0, state=states[s]))
     placed: list[tuple] = []
     size_mul = 1.6 if style == "easy" else float(rng.uniform(0.8, 1.3))
     for hd in hands:
         if hd.state == "free":
             continue
         cat = cats.pop()
-        for _ in range(30):
-            bh = _SIZE[cat] * H * size_mul * float(rng.uniform(0.85, 1.15))
-            bw = min(bh * _ASPECT[cat], 0.45 * W)
-            bh = bw / _ASPECT[cat]
-            # right hand's object on the right half, left hand's on the left half
-            lo, hi = (0.5 * W, W - bw - 4) if hd.side == "right" else (4, 0.5 * W - bw)
-            if hi <= lo:
-                lo, hi = 4, W - bw - 4
-            x = _u(rng, lo, hi)
-            y = _u(rng, max(horizon * H, 0.1 * H), min(0.62 * H, H - bh - 2) - bh * 0.3)
-            box = (x, y, bw, bh)
-            if not any(_overlap(box, q, 4) for q in placed):
-                break
+        box = _held_box(rng, cat, hd.side, placed, W, H, horizon, size_mul)
         placed.append(box)
         colour = str(rng.choice(list(colours)))
         o = _Obj(cat, colour, next_id, box, [hd.side])
@@ -303,50 +190,54 @@ def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
         hd.obj = o
     for _ in range(n_distract):
         cat = cats.pop()
-        for _ in range(20):
-            bh = _SIZE[cat] * H * float(rng.uniform(0.6, 1.0))
-            bw = min(bh * _ASPECT[cat], 0.4 * W)
-            bh = bw / _ASPECT[cat]
-            x = _u(rng, 2, W - bw - 2)
-            y = _u(rng, max(horizon * H - 0.5 * bh, 2), 0.55 * H - bh)
-            box = (x, y, bw, bh)
-            if not any(_overlap(box, q, 2) for q in placed):
-                placed.append(box)
-                objs.append(_Obj(cat, str(rng.choice(list(colours))), next_id, box))
-                next_id += 1
-                break
-    for o in objs:
-        _draw_object(painter, o, colours[o.colour])
+        box = _distractor_box(rng, cat, placed, W, H, horizon)
+        if box is not None:
+            placed.append(box)
+            objs.append(_Obj(cat, str(rng.choice(list(colours))), next_id, box))
+            next_id += 1
+    return objs, placed, next_id
 
-    # hands last (they occlude what they hold)
+
+def _hand_pose(rng, hd: _Hand, r: float, placed: list[tuple], W: int, H: int):
+    """(forearm base below the lower edge, palm centre): at its object's side facing the hand, or
+    for a free hand somewhere low, away from objects if possible."""
+    right = hd.side == "right"
+    base = (float(rng.uniform(0.6, 0.95) * W) if right else float(rng.uniform(0.05, 0.4) * W), H + 2 * r)
+    if hd.obj is not None:
+        x, y, w, h = hd.obj.box
+        # contact point: the object's side facing the hand, at a random height
+        tx = x + w * (0.85 if right else 0.15)
+        ty = y + h * float(rng.uniform(0.45, 0.8))
+        vx, vy = base[0] - tx, base[1] - ty
+        vn = math.hypot(vx, vy) or 1.0
+        dist = 0.35 * r if hd.state == "held" else 1.55 * r
+        return base, (tx + vx / vn * dist, ty + vy / vn * dist)
+    for _ in range(20):
+        centre = (float(rng.uniform(0.55, 0.9) * W) if right else float(rng.uniform(0.1, 0.45) * W),
+                  float(rng.uniform(0.55, 0.8) * H))
+        hb = (centre[0] - 2 * r, centre[1] - 2 * r, 4 * r, 4 * r)
+        if not any(_overlap(hb, q) for q in placed):
+            break
+    return base, centre
+
+
+def _draw_hands(painter: Painter, rng, hands: list[_Hand], placed: list[tuple], style: str, W: int, H: int,
+                next_id: int) -> None:
+    """Hands last (they occlude what they hold), one skin colour for both; assigns their instance ids."""
     skin_pool = list(_GLOVE_COLOURS.values()) if style == "gloves" else SKIN_TONES
     skin = tuple(int(v) for v in skin_pool[int(rng.integers(len(skin_pool)))])
     r = H * float(rng.uniform(0.075, 0.1)) * (1.2 if style == "easy" else 1.0)
     for hd in hands:
         hd.iid = next_id
         next_id += 1
-        right = hd.side == "right"
-        base = (float(rng.uniform(0.6, 0.95) * W) if right else float(rng.uniform(0.05, 0.4) * W), H + 2 * r)
-        if hd.obj is not None:
-            x, y, w, h = hd.obj.box
-            # contact point: the object's side facing the hand, at a random height
-            tx = x + w * (0.85 if right else 0.15)
-            ty = y + h * float(rng.uniform(0.45, 0.8))
-            vx, vy = base[0] - tx, base[1] - ty
-            vn = math.hypot(vx, vy) or 1.0
-            dist = 0.35 * r if hd.state == "held" else 1.55 * r
-            centre = (tx + vx / vn * dist, ty + vy / vn * dist)
-        else:  # free hand: somewhere low, away from objects if possible
-            for _ in range(20):
-                centre = (float(rng.uniform(0.55, 0.9) * W) if right else float(rng.uniform(0.1, 0.45) * W),
-                          float(rng.uniform(0.55, 0.8) * H))
-                hb = (centre[0] - 2 * r, centre[1] - 2 * r, 4 * r, 4 * r)
-                if not any(_overlap(hb, q) for q in placed):
-                    break
-        _draw_hand(painter, hd.side, hd.iid, skin, base, centre, r, hd.state, rng)
+        base, centre = _hand_pose(rng, hd, r, placed, W, H)
+        draw_hand(painter, hd.side, hd.iid, skin, base, centre, r, hd.state, rng)
 
+
+def _camera_effects(rng, rgb: Image.Image, style: str, W: int, H: int) -> Image.Image:
+    """Lighting, colour cast, noise and blur of the drawn frame."""
     img = np.asarray(rgb).astype(np.float32)
-    # lighting, colour cast, noise, blur
+    # both dict values are drawn whatever the style: the draws keep every later value of the scene
     gain = {"dark": float(rng.uniform(0.25, 0.5)), "easy": 1.0}.get(style, float(rng.uniform(0.7, 1.2)))
     cast = np.ones(3, np.float32) if style == "easy" else rng.uniform(0.9, 1.1, 3).astype(np.float32)
     img = img * gain * cast
@@ -362,6 +253,27 @@ def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
     blur = {"dark": float(rng.uniform(1.0, 2.5)), "easy": 0.0}.get(style, float(rng.choice([0, 0, 0.6, 1.2])))
     if blur > 0:
         out = out.filter(ImageFilter.GaussianBlur(blur))
+    return out
+
+
+def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Draw one scene. Returns (rgb uint8 HxWx3, label map uint8 HxW, depth uint16 HxW, scene dict).
+
+    Every value comes from `rng` in a fixed order, so one generator state gives one image."""
+    W, H, style = cfg.width, cfg.height, cfg.style
+    bg, horizon = _background(rng, W, H, style)
+    rgb = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    lab = Image.new("L", (W, H), 0)
+    painter = Painter(rgb, lab)
+    colours = dict(COLOURS)
+    if style == "gloves":
+        colours = {**_GLOVE_COLOURS, **{k: v for k, v in COLOURS.items() if k in ("grey", "brown", "black")}}
+    hands = _choose_hands(rng, style)
+    objs, placed, next_id = _place_objects(rng, hands, style, colours, W, H, horizon)
+    for o in objs:
+        draw_object(painter, o, colours[o.colour])
+    _draw_hands(painter, rng, hands, placed, style, W, H, next_id)
+    out = _camera_effects(rng, rgb, style, W, H)
     lab_np = np.asarray(lab).copy()
     depth = _depth(lab_np, horizon, [hd.iid for hd in hands], rng)
     scene = {"hands": hands, "objects": objs}

@@ -16,16 +16,16 @@ import numpy as np
 
 from earl_ros.model.errors import EarlError, InvalidImageError, NoFrameError, StampNotBufferedError
 
-from .conversions import compressed_to_rgb, to_rgb
+from .pixels import decode_compressed, to_rgb
 
 
 @dataclass
 class Frame:
-    header: object  # std_msgs/Header of the source message
+    header: object  # the source message's header (std_msgs/Header in the node), carried to every output
     stamp_ns: int
     seq: int  # intake order
     encoding: str  # raw encoding, or "compressed"
-    data: object  # np.ndarray [H, W, C] (raw) or the CompressedImage message
+    data: object  # np.ndarray [H, W, C] (raw), or a compressed message (`.data` bytes, `.format`)
     received_mono: float = field(default_factory=time.monotonic)
     _rgb: np.ndarray | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -46,7 +46,7 @@ class Frame:
         with self._lock:
             if self._rgb is None:
                 if self.encoding == "compressed":
-                    self._rgb = compressed_to_rgb(self.data)
+                    self._rgb = decode_compressed(self.data.data, self.data.format)
                 else:
                     self._rgb = to_rgb(self.data, self.encoding)
             return self._rgb

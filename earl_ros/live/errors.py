@@ -1,4 +1,4 @@
-"""ROS-side error codes that the model layer does not define.
+"""Request error codes of the live session that the model layer does not define.
 
 They follow earl_ros.model.errors (EarlError subclasses with a stable `code`); the node reports
 them in Query responses exactly like the model's own errors.
