@@ -8,7 +8,6 @@ the code argparse uses for bad options (README, "Command-line tools").
 """
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -28,12 +27,12 @@ def run_reporting_errors(prog: str, fn, *args, **kwargs) -> int:
     error too, before the same line."""
     import traceback
 
-    from earl_ros.model.errors import EarlError
+    from earl_ros.model.errors import EarlError, debug_tracebacks
 
     try:
         rc = fn(*args, **kwargs)
     except (TrainingError, EarlError) as e:
-        if os.environ.get("EARL_DEBUG", "") not in ("", "0"):
+        if debug_tracebacks():
             traceback.print_exc()
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return 2

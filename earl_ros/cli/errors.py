@@ -7,7 +7,6 @@ for the person debugging, on request.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from typing import Callable
@@ -26,15 +25,11 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def debug() -> bool:
-    return os.environ.get("EARL_DEBUG", "") not in ("", "0")
-
-
 def report(prog: str, error: BaseException) -> int:
     """Print the contract's line for `error` (and its traceback under EARL_DEBUG=1); returns 2."""
-    from earl_ros.model.errors import EarlError
+    from earl_ros.model.errors import EarlError, debug_tracebacks
 
-    if debug():
+    if debug_tracebacks():
         traceback.print_exception(error)
     known = isinstance(error, (CliError, EarlError))
     print(f"{prog}: error: {error if known else f'{type(error).__name__}: {error}'}", file=sys.stderr, flush=True)

@@ -98,3 +98,11 @@ ERROR_CODES = (
     FrameTooOldError.code,
     UnparseableAnswerError.code,
 )
+
+
+def debug_tracebacks() -> bool:
+    """EARL_DEBUG=1: every tool prints the traceback before its one `error:` line (README). Defined
+    here because every layer (model, ros, cli, training) reports errors and imports this module."""
+    import os
+
+    return os.environ.get("EARL_DEBUG", "") not in ("", "0")

@@ -28,7 +28,7 @@ from rcl_interfaces.msg import SetParametersResult
 
 from earl_ros.live.frames import Frame
 from earl_ros.live.session import LiveSession
-from earl_ros.model.errors import EarlError
+from earl_ros.model.errors import EarlError, debug_tracebacks
 
 from . import params as P
 from .conversions import image_to_array, stamp_to_ns
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
         try:
             node = EarlNode()
         except (StartupError, EarlError, ParameterException, ValueError, OSError) as e:
-            if os.environ.get("EARL_DEBUG", "") not in ("", "0"):
+            if debug_tracebacks():
                 traceback.print_exc()
             print(f"earl: error: {e}", file=sys.stderr, flush=True)
             code = 2
