@@ -29,7 +29,7 @@ class PipelineHealth:
     queue: dict  # QueryQueue.stats()
     query_counts: dict
     query_ms: list
-    coarse: dict  # passes, errors, skipped_frames, last_error
+    coarse: dict  # passes, errors, skipped_frames, last_error, preempted, pauses, paused_s
     coarse_latency_ms: list
     coarse_lag_s: float
     intake_ms: list
@@ -90,6 +90,9 @@ def _coarse_values(h: PipelineHealth) -> dict:
         "coarse_passes": h.coarse["passes"],
         "coarse_errors": h.coarse["errors"],
         "coarse_last_error": h.coarse["last_error"],
+        "coarse_paused_for_queries": h.coarse.get("pauses", 0),
+        "coarse_paused_s": f"{h.coarse.get('paused_s', 0.0):.2f}",
+        "coarse_preempted": h.coarse.get("preempted", 0),
         "coarse_latency_ms_p50": f"{percentile(h.coarse_latency_ms, 50):.1f}",
         "coarse_lag_s": f"{h.coarse_lag_s:.3f}",
         "description_age_s": f"{h.description_age_s:.3f}",

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from earl_ros.model.errors import BusyError, EarlError, EmptyQueryError, FrameTooOldError, StaleDescriptionError
 from earl_ros.model.images import check_frame_shape
+from earl_ros.model.priority import Preempted
 
 from .errors import InvalidRequestError, QueryTooLongError
 from .frames import Frame, FrameBuffer
@@ -88,7 +89,7 @@ class SessionStats:
     """Counters and timing windows behind /diagnostics (bounded: a long run keeps the newest)."""
 
     def __init__(self):
-        self.coarse = {"passes": 0, "errors": 0, "skipped_frames": 0, "last_error": ""}
+        self.coarse = {"passes": 0, "errors": 0, "skipped_frames": 0, "last_error": "", "preempted": 0}
         self.coarse_latency = deque(maxlen=200)
         self.coarse_lag = deque(maxlen=200)
         self.intake_ms = deque(maxlen=2000)
@@ -126,10 +127,13 @@ class LiveSession:
         self._on_refused = on_refused or (lambda pending, error: None)
         self._on_description = on_description or (lambda inter, frame, lag: None)
         self.queue = QueryQueue(settings("max_pending_queries"), self._refused)
+        self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
 
     # ================================================================ settings changed at runtime
     def apply_setting(self, name: str, value) -> None:
-        if name == "buffer_size":
+        if name == "coarse_yields_to_queries" and hasattr(self.pipeline, "priority"):
+            self.pipeline.priority.enabled = bool(value)
+        elif name == "buffer_size":
             self.frames.set_capacity(value)
         elif name == "buffer_max_mb":
             self.frames.set_max_bytes(value << 20)
@@ -162,7 +166,9 @@ class LiveSession:
     def describe(self, frame: Frame):
         """One coarse pass on `frame`; None when it failed (counted and logged, never raised)."""
         try:
-            return self.pipeline.describe(frame.rgb(), stamp=frame.stamp)
+            return self.pipeline.describe(frame.rgb(), stamp=frame.stamp, background=True)
+        except Preempted:  # a query needed the coarse model: describe again at the next period
+            self.stats.coarse["preempted"] += 1
         except EarlError as e:
             self.stats.coarse_failed(str(e))
             if e.code in ("INVALID_IMAGE", "UNSUPPORTED_ENCODING"):
@@ -297,6 +303,11 @@ class LiveSession:
         return Answer(g, inter, age, rgb)
 
     # ================================================================ health
+    def _yielding(self) -> dict:
+        """How often, and how long, the background description gave way to queries."""
+        pr = getattr(self.pipeline, "priority", None)
+        return {"pauses": pr.pauses if pr else 0, "paused_s": pr.paused_s if pr else 0.0}
+
     def health(self, device: str, mask_backend: str, threads: dict, publisher) -> PipelineHealth:
         """One snapshot for /diagnostics; `threads` says which workers are alive."""
         snap = self.frames.snapshot()
@@ -309,7 +320,7 @@ class LiveSession:
             model_id=self.model_id, device=device, mask_backend=mask_backend,
             frames=snap, frame_age_s=self.frame_age_s(latest) if latest is not None else float("nan"),
             description_age_s=desc_age, queue=self.queue.stats(), query_counts=qcounts, query_ms=qms,
-            coarse=dict(st.coarse), coarse_latency_ms=list(st.coarse_latency),
+            coarse=dict(st.coarse) | self._yielding(), coarse_latency_ms=list(st.coarse_latency),
             coarse_lag_s=st.coarse_lag[-1] if st.coarse_lag else float("nan"),
             intake_ms=list(st.intake_ms), transport_ms=list(st.transport_ms),
             publish_ms=list(publisher.publish_ms), results_not_published=publisher.dropped,

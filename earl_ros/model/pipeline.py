@@ -11,7 +11,9 @@ a Grounding always refers to the frame the caller passed.
 
 Threading: the ROS node calls `describe` from its coarse worker and `answer` from the query thread.
 Each model has its own lock (coarse, response; the segmenter locks itself), so a description in
-progress never blocks the response model and no model is ever entered by two threads at once.
+progress never blocks the response model and no model is ever entered by two threads at once. A
+background description (`describe(..., background=True)`) also pauses between tokens while any
+`answer` runs, and gives its model up to a query that needs it (priority.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .coordinates import boxes_to_original, chain_scales, frame_scale, nonempty_
 from .errors import EmptyQueryError
 from .images import check_frame_shape, fit_within, load_image
 from .manifest import Manifest
+from .priority import QueryPriority
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
 from .shared_base import attach_stage_adapters, same_base, stage_adapter
 from .types import Grounding, Interaction
@@ -78,6 +81,7 @@ class EarlPipeline:
         self._coarse_lock = threading.Lock()
         self._response_lock = threading.Lock()
         self.adapters: dict | None = None  # stage -> adapter name, when both stages share one base
+        self.priority = QueryPriority()
 
     @classmethod
     def from_dir(cls, model_dir, device: str = "cpu", mask_backend: str = "torch", dtype=None,
@@ -110,14 +114,24 @@ class EarlPipeline:
         return self.adapters is not None
 
     @contextmanager
-    def _stage(self, name: str):
+    def _stage(self, name: str, query: bool = True):
+        """Hold stage `name`'s model. A query (or a foreground describe) that finds the model taken
+        says so, and a background pass paused on it gives it up (priority.py)."""
         lock = self._coarse_lock if name == "coarse" else self._response_lock
-        with lock:
+        if not (query and lock.acquire(blocking=False)):
+            if query:
+                with self.priority.waiting_for_model():
+                    lock.acquire()
+            else:
+                lock.acquire()
+        try:
             if self.adapters is None:
                 yield
             else:
                 with stage_adapter(self.coarse.model, self.adapters[name]):
                     yield
+        finally:
+            lock.release()
 
     # ---- properties the ROS node reports ----
     @property
@@ -143,21 +157,31 @@ class EarlPipeline:
         work, _ = fit_within(img, self.max_image_side)
         return img, work
 
-    def describe(self, frame, stamp: float | None = None) -> Interaction:
-        """Stage 1 on one frame (thread-safe; serialised on the coarse model)."""
+    def describe(self, frame, stamp: float | None = None, background: bool = False) -> Interaction:
+        """Stage 1 on one frame (thread-safe; serialised on the coarse model).
+
+        background=True: the live node's rolling description, which waits while queries run and may
+        raise priority.Preempted (priority.py); a plain call is part of a query or a tool's request."""
         _, work = self._work_image(frame)
-        with self._stage("coarse"):
-            inter = self.coarse.describe(work, stamp=stamp)
-        return inter
+        if not background:
+            with self._stage("coarse"):
+                return self.coarse.describe(work, stamp=stamp)
+        self.priority.wait_idle()
+        with self._stage("coarse", query=False):
+            return self.coarse.describe(work, stamp=stamp, stopping_criteria=[self.priority.stopping_criteria()])
 
     def answer(self, frame, query: str, interaction: Interaction | None = None,
                stamp: float | None = None) -> Grounding:
-        """Stage 2 + masks for one (frame, query).
+        """Stage 2 + masks for one (frame, query); background descriptions pause meanwhile.
 
         interaction: the rolling stage-1 result to use; None runs stage 1 on this frame first (its
         time is reported as timings_ms["coarse"]). stamp: cache key for the segmenter's image
         embedding (None = hash of the pixels).
         """
+        with self.priority.query():
+            return self._answer(frame, query, interaction, stamp)
+
+    def _answer(self, frame, query: str, interaction: Interaction | None, stamp: float | None) -> Grounding:
         t_start = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("the query is empty")

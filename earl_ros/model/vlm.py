@@ -237,9 +237,14 @@ class CoarseModel(_VLMStage):
         return self._pool(full, p, cmask)
 
     @torch.no_grad()
-    def describe(self, image, stamp: float | None = None, max_new_tokens: int | None = None) -> Interaction:
-        """Describe one frame: greedy description + its pooled last-layer descriptor."""
+    def describe(self, image, stamp: float | None = None, max_new_tokens: int | None = None,
+                 stopping_criteria=None) -> Interaction:
+        """Describe one frame: greedy description + its pooled last-layer descriptor.
+
+        stopping_criteria: called between tokens (the live node's pause for queries, priority.py)."""
         import time
+
+        from transformers import StoppingCriteriaList
 
         t0 = time.perf_counter()
         batch = self.prepare([image])
@@ -249,6 +254,7 @@ class CoarseModel(_VLMStage):
             do_sample=False,
             pad_token_id=self.pad_token_id,
             eos_token_id=self.end_token_ids,
+            **({"stopping_criteria": StoppingCriteriaList(stopping_criteria)} if stopping_criteria else {}),
         )
         comp = out[:, batch.prompt_len:]  # [1, C]
         keep = self._completion_mask_after_generation(comp)

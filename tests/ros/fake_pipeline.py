@@ -16,7 +16,7 @@ class FakePipeline:
         self.delay_s = delay_s
         self.describe_calls = 0
 
-    def describe(self, frame, stamp=None):
+    def describe(self, frame, stamp=None, background=False):
         self.describe_calls += 1
         time.sleep(self.delay_s)
         return Interaction(text=f"hands at {frame.shape[1]}x{frame.shape[0]}",
