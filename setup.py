@@ -34,7 +34,8 @@ setup(
     ],
     extras_require={
         "ros": ["rosbags", "mcap", "opencv-python-headless"],
-        "train": ["accelerate", "peft", "nltk", "pycocoevalcap", "pycocotools", "tqdm"],
+        "train": ["accelerate", "peft", "nltk", "pycocoevalcap", "pycocotools", "tqdm",
+                  "tensorboard", "matplotlib"],
         # Never installed by CI: TensorRT wheels fetch their libraries from an unreachable server.
         "gpu": ["onnxruntime-gpu", "tensorrt"],
         "test": ["pytest", "pytest-randomly", "pytest-timeout", "hypothesis", "psutil"],

@@ -1,5 +1,5 @@
 """`python -m training <command>`: synth | vision-pretrain | sft-coarse | descriptors | segmenter-ft | segmenter-eval |
-sft-response | grpo | eval | export | recipe.
+sft-response | grpo | eval | export | recipe | plot.
 
 Every command takes `--config FILE` (YAML of option: value, keys spelled like the options); explicit
 flags override the file. See docs/training.md for the full recipe.
@@ -15,7 +15,7 @@ from training.common import env_offline
 from training.errors import run_reporting_errors
 from training.settings import build_parser, from_namespace, parse_namespace
 
-COMMANDS = (*_TABLE, "recipe")
+COMMANDS = (*_TABLE, "recipe", "plot")
 
 
 def parser_for(cmd: str) -> argparse.ArgumentParser:
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from training.recipe import main as recipe_main
 
         return recipe_main(rest)
+    if cmd == "plot":
+        from training.plot import main as plot_main
+
+        return plot_main(rest)
     return run_reporting_errors(f"python -m training {cmd}", _run, cmd, rest)
 
 

@@ -118,25 +118,38 @@ def manifest_paths(model_dir: str | Path) -> dict:
 # logging
 
 class JsonlLogger:
-    """One JSON object per line in out_dir/log.jsonl, plus a compact line on stderr."""
+    """One JSON object per line in out_dir/log.jsonl, a compact line on stderr, and (with
+    `tensorboard=DIR`) the same scalars as TensorBoard events in DIR (training/tracking.py)."""
 
-    def __init__(self, path: str | Path | None, echo: bool = True, append: bool = False):
+    def __init__(self, path: str | Path | None, echo: bool = True, append: bool = False,
+                 tensorboard: str | Path | None = None):
         self.path = Path(path) if path else None
         self.echo = echo
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not append and self.path.exists():
                 self.path.unlink()
+        self.mirror = None
+        if tensorboard is not None:
+            from training.tracking import TensorBoardMirror
+
+            self.mirror = TensorBoardMirror(tensorboard)
 
     def log(self, rec: dict) -> None:
         rec = {"time": round(time.time(), 3), **rec}
         if self.path:
             with self.path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
+        if self.mirror is not None:
+            self.mirror.log(rec)
         if self.echo:
             keys = [k for k in rec if k not in ("time",)]
             parts = [f"{k}={rec[k]:.4g}" if isinstance(rec[k], float) else f"{k}={rec[k]}" for k in keys]
             print(" ".join(parts), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()
 
 
 def torch_threads(n: int | None) -> None:

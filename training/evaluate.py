@@ -43,6 +43,7 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     from tqdm import tqdm
 
     from earl_ros.model.pipeline import EarlPipeline
+    from training.progress import bars_enabled
     from earl_ros.model.prompts import parse_response
     from training.data import IRGBench
     from training.data.irgbench import masks_to_boxes
@@ -60,7 +61,8 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     acc = EvalAccumulator()
     parse_ok, t0 = [], time.perf_counter()
     per_sample = []
-    for iid, samples in tqdm(by_image.items(), desc=f"eval[{split}]", disable=not progress, unit="img"):
+    bar = tqdm(by_image.items(), desc=f"eval[{split}]", disable=not (progress and bars_enabled()), unit="img")
+    for iid, samples in bar:
         img = ds.image(iid)
         inter = pipe.empty_interaction() if no_descriptor else pipe.describe(img)
         if not no_descriptor:

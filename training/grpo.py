@@ -52,9 +52,11 @@ from training.data import IRGBench
 from training.errors import SettingsError, TrainingError
 from training.grpo_math import group_advantages, grpo_loss
 from training.policy import attach_lora, save_trainable, sequence_logprobs
+from training.progress import progress
 from training.rewards import RewardConfig, SegmenterMasks, score_completion
 from training.settings import GrpoSettings
 from training.sft import freeze_vision, lora_config, make_descriptor_source
+from training.tracking import tensorboard_dir
 from training.trainer_state import load_trainer_state, rng_state, save_trainer_state, set_rng_state
 
 POLICY_NAME = "policy.safetensors"
@@ -149,7 +151,9 @@ class GRPOTrainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.log = JsonlLogger(self.out / "log.jsonl" if self.acc.is_main_process else None,
                                echo=self.acc.is_main_process and not s.quiet_log,
-                               append=bool(s.resume))
+                               append=bool(s.resume),
+                               tensorboard=tensorboard_dir(self.out, s.report_to) if self.acc.is_main_process
+                               else None)
         if s.resume:
             self.load_checkpoint(self._resolve_resume(s.resume))
         else:
@@ -355,12 +359,10 @@ class GRPOTrainer:
         return rec
 
     def train(self) -> dict:
-        from tqdm import tqdm
-
         a = self.settings
         last = {}
-        bar = tqdm(total=a.steps, initial=self.step, desc="grpo", unit="step",
-                   disable=not self.acc.is_main_process or a.quiet)
+        bar = progress(total=a.steps, initial=self.step, desc="grpo", quiet=a.quiet,
+                       disable=not self.acc.is_main_process)
         t_start, step0 = time.perf_counter(), self.step
         while self.step < a.steps:
             t0 = time.perf_counter()
@@ -375,6 +377,7 @@ class GRPOTrainer:
             if a.save_every and self.step % a.save_every == 0 and self.step < a.steps:
                 self.save_checkpoint()
         bar.close()
+        self.log.close()
         if a.dump_replica_weights:  # every process writes its own copy (replica consistency checks)
             from safetensors.torch import save_file
 

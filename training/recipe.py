@@ -380,6 +380,11 @@ class Recipe:
             "val_cIoU": {name: {m: {k: r["cIoU"] for k, r in sw.items()} for (n, m), sw in sweeps.items()
                                 if n == name} for name in stage_dirs}}, indent=1))
 
+    def _val_curve(self) -> None:
+        from training.val_curve import grpo_val_curve
+
+        grpo_val_curve(self.layout, self.cfg["select"]["val_images"], self.cfg["grpo"]["steps"])
+
     def _export(self) -> None:
         from training.export import export_model_dir
 
@@ -412,6 +417,9 @@ class Recipe:
             for step in main_arm:
                 self.run_step(step.with_settings(**full))
         self.stage("select", L.selection, self._select)
+        if "select" in self.ran:  # a new selection: its val curve is drawn again at its decoding
+            (L.grpo / "val_log.jsonl").unlink(missing_ok=True)
+        self.stage("val-curve", L.grpo / "val_log.jsonl", self._val_curve)
         if self.model_out is not None:
             self.stage("export", Path("/nonexistent-always-run"), self._export)
         self.finished = True

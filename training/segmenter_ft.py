@@ -32,7 +32,9 @@ from training.common import JsonlLogger, derive_model_dir, lr_lambda, manifest_p
 from training.data import IRGBench
 from training.data.irgbench import load_label_map
 from training.errors import TrainingError
+from training.progress import progress
 from training.settings import SegmenterEvalSettings, SegmenterFtSettings
+from training.tracking import tensorboard_dir
 
 
 def _instances(ds: IRGBench):
@@ -160,7 +162,7 @@ def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSet
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
     t_start = time.perf_counter()
     ious = []
-    for step in range(s.steps):
+    for step in progress(range(s.steps), desc="segmenter-ft", quiet=s.quiet):
         chosen = rng.choice(len(data.ids), size=min(s.batch_images, len(data.ids)), replace=False)
         n_boxes, step_iou = 0, []
         opt.zero_grad(set_to_none=True)
@@ -187,6 +189,7 @@ def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSet
                      "loss": float(total.detach()) / n_boxes, "lowres_iou": float(np.mean(ious[-10:])),
                      "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
                      "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
+    log.close()
     return ious
 
 
@@ -208,7 +211,7 @@ def segmenter_ft(s: SegmenterFtSettings) -> Path:
     if not by_img:
         raise TrainingError(f"no entity masks in {s.data} split {s.split}")
     out = Path(s.out)
-    log = JsonlLogger(out / "segmenter_ft_log.jsonl")
+    log = JsonlLogger(out / "segmenter_ft_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to))
     ious = _train_segmenter(seg, model, dec, _SegmenterBatches(ds, by_img), s, log)
     model.eval()
     sam_out = out / "sam"

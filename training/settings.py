@@ -21,8 +21,11 @@ from typing import Sequence
 from earl_ros.model.manifest import COORDINATE_DECODINGS
 from training.data.synth import STYLES
 from training.errors import SettingsError
+from training.tracking import REPORT_TO
 
 GRPO_GROUP = "GRPO (paper defaults where the paper gives one)"
+_REPORT_TO_HELP = ("where the scalars of log.jsonl also go: tensorboard (events under OUT/tb), none; auto (default) = "
+                   "tensorboard when it is installed (the `train` extra)")
 
 
 def opt(default=None, help: str | None = None, *, flags: tuple[str, ...] = (), choices=None,
@@ -64,7 +67,8 @@ class VisionPretrainSettings:
     val_images: int = opt(64, "fresh scenes scored at the end")
     seed: int = opt(0)
     threads: int | None = opt(None)
-    quiet: bool = opt(False)
+    quiet: bool = opt(False, "no progress bar")
+    report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
 
 
 @dataclass
@@ -94,6 +98,7 @@ class SftSettings(ModelDataSettings):
                                     "be: trained along with a from-scratch language model at its learning rate, the "
                                     "tiny towers lost what vision-pretrain taught them; see docs/training.md)")
     lr_schedule: str = opt("linear", choices=("linear", "constant", "cosine"))
+    report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
     vision_cache: bool = opt(True, "run the frozen vision tower on every batch instead of once per image "
                                    "(training/vision_cache.py; the cache holds one feature tensor per training image)",
                              flags=("--no-vision-cache",))
@@ -158,6 +163,7 @@ class SegmenterFtSettings(ModelDataSettings):
     jitter: float = opt(0.15, "max side shift as a fraction of the box size")
     clean_frac: float = opt(0.25, "fraction of boxes given without jitter")
     seed: int = opt(0)
+    report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
 
 
 @dataclass
@@ -213,6 +219,7 @@ class GrpoSettings(ModelDataSettings):
     dump_replica_weights: bool = _grpo(False, "each process writes OUT/replica-RANK.safetensors at the end "
                                               "(consistency checks)")
     quiet_log: bool = _grpo(False, "do not echo the per-step log lines")
+    report_to: str = _grpo("auto", _REPORT_TO_HELP, choices=REPORT_TO)
     afs_alpha: float | None = opt(None, _AFS_ALPHA_HELP)
 
 

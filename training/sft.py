@@ -30,7 +30,9 @@ from training.common import (JsonlLogger, derive_model_dir, load_descriptors, lr
 from training.data import IRGBench
 from training.errors import SettingsError, TrainingError
 from training.policy import attach_lora, sft_forward, sft_loss
+from training.progress import progress
 from training.settings import DescriptorsSettings, SftCoarseSettings, SftResponseSettings, SftSettings
+from training.tracking import tensorboard_dir
 
 LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$|^(.*\.)?lm_head$"
 
@@ -97,15 +99,13 @@ def _batches(n: int, batch_size: int, epochs: float, seed: int):
 
 
 def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: str, grad_clip=1.0,
-                progress=True, schedule: str = "linear"):
-    from tqdm import tqdm
-
+                quiet=False, schedule: str = "linear"):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors, or groups with their own lr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup, schedule))
     params = [p for g in opt.param_groups for p in g["params"]]
     losses = []
     t_start = time.perf_counter()
-    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, unit="step")):
+    for step, idx in enumerate(progress(batches, desc=desc, quiet=quiet)):
         t0 = time.perf_counter()
         loss = step_fn(idx)
         extra = {}
@@ -123,6 +123,7 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
                      "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0,
                      "steps": len(batches), "elapsed_s": round(time.perf_counter() - t_start, 1),
                      "eta_s": round((time.perf_counter() - t_start) / (step + 1) * (len(batches) - step - 1), 1)})
+    log.close()
     return losses
 
 
@@ -151,7 +152,7 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
         freeze_vision(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    log = JsonlLogger(Path(s.out) / "sft_coarse_log.jsonl")
+    log = JsonlLogger(Path(s.out) / "sft_coarse_log.jsonl", tensorboard=tensorboard_dir(s.out, s.report_to))
     cache = _vision_cache(s, model)
 
     def step_fn(idx):
@@ -160,7 +161,7 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
         return model(**inputs, labels=b.labels, use_cache=False).loss
 
     batches = _batches(len(ids), s.batch_size, s.epochs, s.seed)
-    losses = _train_loop(params, batches, step_fn, s.lr, s.warmup, log, "sft-coarse", progress=not s.quiet,
+    losses = _train_loop(params, batches, step_fn, s.lr, s.warmup, log, "sft-coarse", quiet=s.quiet,
                          schedule=s.lr_schedule)
     model.eval()
     if hasattr(model, "merge_and_unload"):
@@ -177,8 +178,6 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
 
 
 def extract_descriptors(s: DescriptorsSettings) -> Path:
-    from tqdm import tqdm
-
     from earl_ros.model.vlm import CoarseModel
 
     torch_threads(s.threads)
@@ -190,7 +189,7 @@ def extract_descriptors(s: DescriptorsSettings) -> Path:
     descs, texts = {}, {}
     for split in s.split:
         ds = IRGBench(s.data, split, image_limit=s.limit)
-        for iid in tqdm(ds.image_ids, desc=f"descriptors[{split}]", disable=s.quiet, unit="img"):
+        for iid in progress(ds.image_ids, desc=f"descriptors[{split}]", quiet=s.quiet, unit="img"):
             img = ds.image(iid)
             if s.source == "generated":
                 inter = cm.describe(img)
@@ -428,12 +427,12 @@ def sft_response(s: SftResponseSettings) -> Path:
     groups = _response_param_groups(s, rm)
     probe = _position_probe(s, rm, groups)
     limits, longest = _answer_limits(rm, samples, paths["limits"]["max_new_tokens"])
-    log = JsonlLogger(Path(s.out) / "sft_response_log.jsonl")
+    log = JsonlLogger(Path(s.out) / "sft_response_log.jsonl", tensorboard=tensorboard_dir(s.out, s.report_to))
     cache = _vision_cache(s, rm.model)
     descriptor_of = _descriptor_sampler(s, rm.descriptor_dim, dsrc, samples)
     step_fn = _response_step(rm, samples, descriptor_of, cache, probe, s.position_probe)
     batches = _batches(len(samples), s.batch_size, s.epochs, s.seed)
-    losses = _train_loop(groups, batches, step_fn, s.lr, s.warmup, log, "sft-response", progress=not s.quiet,
+    losses = _train_loop(groups, batches, step_fn, s.lr, s.warmup, log, "sft-response", quiet=s.quiet,
                          schedule=s.lr_schedule)
     out = _save_response(s, rm, alpha, {"steps": len(batches), "final_loss": losses[-1] if losses else None,
                                          "longest_target_tokens": longest}, limits)

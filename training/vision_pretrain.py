@@ -32,7 +32,9 @@ import torch
 from training.common import JsonlLogger, lr_lambda, seed_everything, torch_threads
 from training.data.synth import CATEGORIES, COLOURS, SynthConfig, scene_rng, render_scene
 from training.errors import TrainingError
+from training.progress import progress
 from training.settings import VisionPretrainSettings
+from training.tracking import tensorboard_dir
 
 CLASSES = ("background", "left hand", "right hand", *CATEGORIES)
 COLOUR_NAMES = ("none", *COLOURS)
@@ -203,8 +205,6 @@ def probe_model(model_dir, part: str = "coarse", train_images: int = 320, val_im
 
 
 def vision_pretrain(s: VisionPretrainSettings) -> Path:
-    from tqdm import tqdm
-
     from earl_ros.model.vlm import load_vlm
     from earl_ros.model.vlm_processing import load_processor
     from training.common import derive_model_dir, manifest_paths
@@ -233,11 +233,11 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
     train = _Batcher(proc, s.seed, s.style, s.size, merge, "vision")
-    log = JsonlLogger(out / "vision_pretrain_log.jsonl")
+    log = JsonlLogger(out / "vision_pretrain_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to))
     before = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
                     s.val_images)
     t0 = time.perf_counter()
-    for step in tqdm(range(s.steps), desc="vision-pretrain", disable=s.quiet, unit="step"):
+    for step in progress(range(s.steps), desc="vision-pretrain", quiet=s.quiet):
         px, thw, soft = train.batch(s.batch_images)
         losses, _ = _losses(heads, _merged_features(visual, px, thw), soft)
         loss = sum(losses)
@@ -266,7 +266,8 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
                      response={"path": "response", "lora": None},
                      extra={"vision_pretrain": {"steps": s.steps, "images": train.next_index,
                                                 "style": s.style, "val_after": after}})
-    log.log({"stage": "vision-pretrain", "val_before": before, "val_after": after})
+    log.log({"stage": "vision-pretrain", "step": s.steps, "val_before": before, "val_after": after})
+    log.close()
     res = {"model_dir": str(out), "steps": s.steps, "images": train.next_index, "val_before": before,
            "val_after": after}
     print(json.dumps(res))

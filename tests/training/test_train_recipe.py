@@ -81,8 +81,14 @@ def test_recipe_quick_scale(tmp_path):
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m")]) == 0
     rec = json.loads((run / "recipe.json").read_text())
     assert set(rec["stage_seconds"]) == {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
-                                         "segmenter-ft", "stage1", "sft-response", "grpo", "select", "export"}
+                                         "segmenter-ft", "stage1", "sft-response", "grpo", "select", "val-curve",
+                                         "export"}
     assert (run / "logs" / "segmenter-ft.log").is_file()  # parallel lanes log to files
+    # every training stage is watchable: TensorBoard events beside its log, GRPO's val curve from select's scores
+    assert all(any((run / stage / "tb").glob("events.out.tfevents.*")) for stage in ("vision", "seg", "coarse",
+                                                                                     "sft", "grpo"))
+    curve = [json.loads(line) for line in (run / "grpo" / "val_log.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in curve] == [0, 2] and all(0 <= p["val/cIoU"] <= 1 for p in curve)
     assert not (run / "sft_nodesc").exists()  # the ablation arm is a second command ...
     raw = yaml.safe_load((tmp_path / "m" / "earl.yaml").read_text())
     assert _absolute_paths(raw) == []
@@ -116,7 +122,7 @@ def test_recipe_quick_scale(tmp_path):
     again = json.loads((run / "recipe.json").read_text())
     assert again["wall_seconds"] == rec["wall_seconds"] and again["finished"]
     assert again["wall_note"] == "select rerun on a shared machine" and "wall_note" not in rec
-    assert [r["stages"] for r in again["resumed"]] == [["select", "export"]]
+    assert [r["stages"] for r in again["resumed"]] == [["select", "val-curve", "export"]]
     # ... which trains from this run's stage-1 models without touching the shipped arm or the export
     before = {f: f.stat().st_mtime_ns for d in (run / "sft", tmp_path / "m") for f in d.rglob("*") if f.is_file()}
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--ablation", "no-descriptor"]) == 0

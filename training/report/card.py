@@ -14,6 +14,7 @@ import numpy as np
 
 from training.report.answers import query_kinds
 from training.report.cache import HELDOUT
+from training.report.curves import curves_section
 from training.report.findings import findings_section
 from training.report.loaded_model import LoadedModel
 from training.report.statistics import (MET, NOT_MET, _beats, _fmt, _minutes, _repeats_section, _target_lines,
@@ -340,12 +341,13 @@ Qwen2.5-VL-3B/7B and SAM 2 checkpoints (README, docs/training.md).
 
 
 def model_card(model_out: LoadedModel | Path, run: Path, results: dict, latency: dict, recipe: dict,
-               ablation: dict | None, repeats: dict[int, dict] | None = None) -> str:
+               ablation: dict | None, repeats: dict[int, dict] | None = None,
+               curves: list[tuple[str, str]] | None = None) -> str:
     model = LoadedModel.of(model_out)
     r = _CardInputs(model=model, man=model.manifest.raw, recipe=recipe, results=results)
     rep = dict(sorted((repeats or {}).items()))
     targets = _targets(r, rep)
     findings = findings_section(run, results, recipe, r.sel, r.refine, r.coords)
     return (_header(targets) + _reproduce(r, rep) + _stage_times(r, ablation) + _data(r.cfg) + _model_table(r)
-            + _model_training(r) + _quality(r, rep, targets) + _latency(latency)
+            + _model_training(r) + curves_section(curves or []) + _quality(r, rep, targets) + _latency(latency)
             + f"## Findings\n\n{findings}\n\n" + _abilities(results))

@@ -14,6 +14,7 @@ from training.layout import RunLayout
 from training.report.cache import (HELDOUT, _seed_cache, cached_diagnostic, cached_json, eval_cached, heldout_data,
                                    repeat_seeds)
 from training.report.card import model_card
+from training.report.curves import draw_training_curves
 from training.report.diagnostics import afs_size, held_objects, image_reliance, measure_latency, segmenter_oracle
 from training.report.loaded_model import LoadedModel
 from training.report.statistics import METRICS
@@ -119,7 +120,8 @@ def run_report(run: Path, model_out: Path, skip_latency: bool = False) -> dict:
     shipped = LoadedModel(model_out)  # its manifest loads first thing: a model_out that is no model dir fails early
     results, repeats = _evaluations(run, shipped, data)
     latency = _diagnostics(run, shipped, data, skip_latency)
-    card = model_card(shipped, run, results, latency, _recipe_record(run), _ablation_record(run), repeats)
+    curves = draw_training_curves(run, model_out)
+    card = model_card(shipped, run, results, latency, _recipe_record(run), _ablation_record(run), repeats, curves)
     (model_out / "MODEL_CARD.md").write_text(card)
     (run / "eval" / "quality.json").write_text(json.dumps(_quality_json(results, repeats, latency), indent=1))
     print(card)
