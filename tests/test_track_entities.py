@@ -1,0 +1,125 @@
+"""Tracking what a query named (earl_ros/live/tracking.py) with the embedded model's segmenter, on
+synthetic clips whose camera pans, zooms and rolls (training/data/synth_clips.py: exact masks on
+every frame)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from earl_ros.live.tracking import LOST, TRACKING, EntityTracker, TrackerSettings
+from earl_ros.model.types import Grounding
+from training.data.synth_clips import entity_ids, moving_clip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    from earl_ros.model.manifest import Manifest
+    from earl_ros.model.segmenter import Segmenter
+
+    return Segmenter.from_pretrained(Manifest.load(REPO / "models" / "earl-tiny-synth").segmenter.path)
+
+
+def _grounding(clip, names: list[str], frame: int = 0) -> Grounding:
+    """What a query that named `names` returns on clip frame `frame` (its exact masks)."""
+    ids = entity_ids(clip.scene)
+    masks = np.stack([clip.labels[frame] == ids[n] for n in names])
+    boxes = np.array([[np.flatnonzero(m.any(0))[0], np.flatnonzero(m.any(1))[0], np.flatnonzero(m.any(0))[-1] + 1,
+                       np.flatnonzero(m.any(1))[-1] + 1] for m in masks])
+    h, w = masks.shape[1:]
+    return Grounding(entities=names, boxes=boxes, masks=masks, scores=[1.0] * len(names), answer="", no_target=False,
+                     description="", timings_ms={}, image_size=(h, w))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _clip_with_hand_and_object(seed0: int = 0):
+    for seed in range(seed0, seed0 + 50):
+        clip = moving_clip(seed, n_frames=20, motion=0.6)
+        names = [n for n in entity_ids(clip.scene) if n.startswith("the active")]
+        if names:
+            hand = next(f"the {hd.side} hand" for hd in clip.scene["hands"] if hd.obj is not None)
+            return clip, [hand, names[0]]
+    raise AssertionError("no scene with a held object")
+
+
+def _follow(tracker, clip, names) -> dict[str, list[float]]:
+    """Per entity, its track's IoU with the exact mask on every later frame (0 once lost)."""
+    ids, ious = entity_ids(clip.scene), {n: [] for n in names}
+    tracker.start(_grounding(clip, names), clip.frames[0])
+    for k in range(1, len(clip.frames)):
+        up = tracker.update(clip.frames[k], key=k)
+        for t in up.tracks if up else []:
+            ious[t.entity].append(_iou(t.mask, clip.labels[k] == ids[t.entity]) if t.state == TRACKING else 0.0)
+            if t.state == TRACKING:
+                assert (up.label_map == t.id).sum() > 0.5 * t.area  # overlaps go to the older track
+        for n in names:
+            ious[n] += [0.0] * (k - len(ious[n]))  # frames after a track was dropped
+    return ious
+
+
+def test_a_hand_and_the_object_it_holds_stay_segmented_while_the_camera_moves(segmenter):
+    clip, names = _clip_with_hand_and_object()
+    ious = _follow(EntityTracker(segmenter), clip, names)
+    for name, seq in ious.items():
+        assert len(seq) == len(clip.frames) - 1 and np.mean(seq) > 0.6, (name, np.round(seq, 2))
+
+
+def test_the_box_method_follows_a_hand(segmenter):
+    clip, names = _clip_with_hand_and_object()
+    ious = _follow(EntityTracker(segmenter, TrackerSettings(method="box")), clip, names[:1])
+    assert np.mean(ious[names[0]]) > 0.5, np.round(ious[names[0]], 2)
+
+
+def test_an_unknown_method_is_refused(segmenter):
+    with pytest.raises(ValueError, match="flow, box"):
+        EntityTracker(segmenter, TrackerSettings(method="sam3"))
+
+
+def test_a_track_whose_entity_vanishes_is_reported_lost_once_then_dropped(segmenter):
+    clip, names = _clip_with_hand_and_object(7)
+    tracker = EntityTracker(segmenter)
+    tracker.start(_grounding(clip, names[1:]), clip.frames[0])
+    blank = np.full_like(clip.frames[0], 90)  # the object is gone: a flat frame
+    first = tracker.update(blank)
+    assert [t.state for t in first.tracks] == [LOST] and not first.label_map.any()
+    assert tracker.tracks() == [] and tracker.update(blank) is None
+
+
+def test_max_tracks_keeps_the_newest_and_stop_ends_by_id_or_all(segmenter):
+    clip, names = _clip_with_hand_and_object(3)
+    tracker = EntityTracker(segmenter, TrackerSettings(max_tracks=3))
+    tracker.start(_grounding(clip, names), clip.frames[0])
+    added = tracker.start(_grounding(clip, names), clip.frames[0], replace=False)
+    assert len(added) == 2 and [t.id for t in tracker.tracks()] == [2, 3, 4]
+    assert tracker.stop([3]) == [3] and [t.id for t in tracker.tracks()] == [2, 4]
+    assert tracker.start(_grounding(clip, names[:1]), clip.frames[0])[0].id == 5 and len(tracker.tracks()) == 1  # replace
+    assert tracker.stop() == [5] and tracker.tracks() == []
+
+
+def test_an_answer_without_masks_starts_nothing(segmenter):
+    clip, names = _clip_with_hand_and_object()
+    g = _grounding(clip, names)
+    g.masks[:] = False
+    assert EntityTracker(segmenter).start(g, clip.frames[0]) == []
+
+
+def test_between_segmenter_frames_the_flow_method_carries_the_masks(segmenter):
+    clip, names = _clip_with_hand_and_object()
+    calls = []
+    real = segmenter.segment
+
+    class Counting:
+        def segment(self, *a, **kw):
+            calls.append(1)
+            return real(*a, **kw)
+    ious = _follow(EntityTracker(Counting(), TrackerSettings(segment_every=5)), clip, names)
+    assert len(calls) == (len(clip.frames) - 1) // 5
+    for name, seq in ious.items():
+        assert np.mean(seq) > 0.6, (name, np.round(seq, 2))
