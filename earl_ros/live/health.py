@@ -5,7 +5,7 @@ so that the keys are defined in one place; README.md ("/diagnostics") lists them
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,14 @@ class PipelineHealth:
     coarse_alive: bool
     coarse_enabled: bool
     workers_alive: bool
+    tracking: dict = field(default_factory=dict)  # running, updates, lost, errors, update_ms
+
+
+def _tracking_values(h: PipelineHealth) -> dict:
+    t = h.tracking
+    return {"tracks_running": t.get("running", 0), "track_updates": t.get("updates", 0),
+            "tracks_lost": t.get("lost", 0), "track_update_errors": t.get("errors", 0),
+            "track_update_ms_p50": f"{percentile(t.get('update_ms', []), 50):.1f}"}
 
 
 def _frame_values(h: PipelineHealth) -> dict:
@@ -105,6 +113,7 @@ def health_values(h: PipelineHealth) -> dict:
     values.update(_frame_values(h))
     values.update(_coarse_values(h))
     values.update(_query_values(h))
+    values.update(_tracking_values(h))
     values["coarse_worker_alive"] = h.coarse_alive
     values["query_executor_alive"] = h.workers_alive
     return values

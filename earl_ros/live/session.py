@@ -25,6 +25,7 @@ from earl_ros.model.priority import Preempted
 from .errors import InvalidRequestError, QueryTooLongError
 from .frames import Frame, FrameBuffer
 from .health import PipelineHealth
+from .tracking_loop import LiveTracking
 from .query_queue import QueryQueue, Ticket
 
 Settings = Callable[[str], Any]
@@ -128,9 +129,13 @@ class LiveSession:
         self._on_description = on_description or (lambda inter, frame, lag: None)
         self.queue = QueryQueue(settings("max_pending_queries"), self._refused)
         self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
+        segmenter = getattr(pipeline, "segmenter", None)
+        self.tracking = LiveTracking(segmenter, self.frames, settings, log) if segmenter is not None else None
 
     # ================================================================ settings changed at runtime
     def apply_setting(self, name: str, value) -> None:
+        if getattr(self, "tracking", None) is not None:
+            self.tracking.apply_setting(name, value)
         if name == "coarse_yields_to_queries" and hasattr(self.pipeline, "priority"):
             self.pipeline.priority.enabled = bool(value)
         elif name == "buffer_size":
@@ -325,4 +330,11 @@ class LiveSession:
             intake_ms=list(st.intake_ms), transport_ms=list(st.transport_ms),
             publish_ms=list(publisher.publish_ms), results_not_published=publisher.dropped,
             coarse_alive=threads["coarse"], coarse_enabled=self.setting("coarse_enabled"),
-            workers_alive=threads["workers"])
+            workers_alive=threads["workers"], tracking=self._tracking_health())
+
+    def _tracking_health(self) -> dict:
+        tr = self.tracking
+        if tr is None:
+            return {}
+        return {"running": tr.running(), "updates": tr.updates, "lost": tr.lost, "errors": tr.errors,
+                "update_ms": list(tr.update_ms)}

@@ -4,6 +4,8 @@ Threads (see README.md, "ROS interface"):
 - main thread: SingleThreadedExecutor spinning node `earl` (image intake, parameters,
   /diagnostics timer). Intake callbacks only validate and buffer; nothing heavy runs here.
 - coarse worker: takes the newest frame, runs `pipeline.describe`, publishes `interaction`.
+- tracking worker: while tracked queries' entities are followed, updates them on the newest frame
+  (at most `tracking_rate` Hz) and publishes `tracks` and `tracks/mask`.
 - query executor thread and query workers: the `query` service (earl_ros/ros/query_server.py).
 All published messages carry the source frame's header. What a frame, a description or a request
 means is decided by the ROS-free live session (earl_ros/live/session.py); this module is wiring.
@@ -62,6 +64,7 @@ class EarlNode(Node):
         self.diag_timer = self.create_timer(self._p("diagnostics_period"), self._publish_diagnostics)
         self.queries = QueryServer(self)
         self._coarse_thread = threading.Thread(target=self._run_coarse, name="earl-coarse", daemon=True)
+        self._tracking_thread = threading.Thread(target=self._run_tracking, name="earl-tracking", daemon=True)
 
     def _declare_parameters(self) -> None:
         for p in P.PARAMS:
@@ -92,7 +95,8 @@ class EarlNode(Node):
 
     def _create_publishers(self) -> None:
         """Relative names: the namespace comes from the launcher."""
-        from earl_interfaces.msg import InteractionDescription, QueryResult
+        from earl_interfaces.msg import InteractionDescription, QueryResult, Tracks
+        from earl_interfaces.srv import StopTracks
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
@@ -100,6 +104,9 @@ class EarlNode(Node):
                              history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
         self.pub_interaction = self.create_publisher(InteractionDescription, "interaction", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_tracks = self.create_publisher(Tracks, "tracks", 10)
+        self.pub_tracks_mask = self.create_publisher(Image, "tracks/mask", out_qos)
+        self.srv_stop_tracks = self.create_service(StopTracks, "track/stop", self._on_stop_tracks)
         pubs = {"answer": self.create_publisher(QueryResult, "answer", 10),
                 "mask": self.create_publisher(Image, "mask", out_qos),
                 "overlay": self.create_publisher(Image, "overlay", out_qos)}
@@ -125,6 +132,7 @@ class EarlNode(Node):
     def start(self) -> None:
         self.queries.start()
         self._coarse_thread.start()
+        self._tracking_thread.start()
         self.results.thread.start()
         self.get_logger().info(
             f"earl ready: model {self.model_id!r}, service {self.queries.service.service_name}, "
@@ -136,7 +144,7 @@ class EarlNode(Node):
         self.frames.wake_all()
         self.results.wake()
         self.queries.shutdown(timeout)
-        for t in (self._coarse_thread, self.results.thread, *self.queries.threads):
+        for t in (self._coarse_thread, self._tracking_thread, self.results.thread, *self.queries.threads):
             if t.is_alive():
                 t.join(timeout)
 
@@ -209,6 +217,23 @@ class EarlNode(Node):
         except Exception:  # noqa: BLE001 - a failed publish must not stop the worker
             self.get_logger().error("publishing a description failed:\n" + traceback.format_exc(),
                                     throttle_duration_sec=5.0)
+
+    # ================================================================ tracking worker
+    def _run_tracking(self) -> None:
+        if self.session.tracking is None:  # a pipeline without a segmenter cannot track
+            return
+        self.session.tracking.run(self._stop, self._publish_tracks)
+
+    def _publish_tracks(self, update, frame: Frame) -> None:
+        from .tracks import label_map_image, tracks_message
+
+        self._publish(self.pub_tracks, tracks_message(update, frame.header))
+        self._publish(self.pub_tracks_mask, label_map_image(update.label_map, frame.header))
+
+    def _on_stop_tracks(self, request, response):
+        tracking = self.session.tracking
+        response.stopped = tracking.stop([int(i) for i in request.ids]) if tracking is not None else []
+        return response
 
     # ================================================================ diagnostics
     def _publish_diagnostics(self) -> None:

@@ -14,6 +14,8 @@ QOS_RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 MASK_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
+TRACK_MODES = ("replace", "add")
+TRACKING_METHODS = ("flow", "box")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,18 @@ PARAMS: tuple[Param, ...] = (
     Param("query_timeout", 60.0,
           "Seconds a request may wait in the queue for a query worker before it is answered BUSY.",
           lo=0.1, hi=600.0, read_only=False),
+    # tracking (queries with `track`)
+    Param("tracking_rate", 10.0, "Most track updates per second (each on the newest frame; frames between are "
+          "skipped, never queued).", lo=0.1, hi=60.0, read_only=False),
+    Param("max_tracks", 3, "Tracks followed at once; a tracked query beyond it drops the oldest.", lo=1, hi=16,
+          read_only=False),
+    Param("track_mode", "replace", "What a tracked query does to the running tracks: replace them, or add its "
+          "own.", choices=TRACK_MODES, read_only=False),
+    Param("tracking_method", "flow", "flow = carry each mask by optical flow and keep the segmenter's mask where "
+          "it agrees (default: holds on to a held object); box = prompt with the previous box grown by a margin "
+          "(earl_ros/live/tracking.py, bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
+    Param("tracking_segment_every", 1, "flow: run the segmenter on every Nth update only and carry the masks "
+          "in between (less compute per frame).", lo=1, hi=30, read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
     Param("publish_mask", True, "Publish the mono8 label map on `mask`.", read_only=False),

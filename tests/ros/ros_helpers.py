@@ -110,15 +110,16 @@ class Client:
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from diagnostic_msgs.msg import DiagnosticArray
-        from earl_interfaces.msg import InteractionDescription, QueryResult
-        from earl_interfaces.srv import Query
+        from earl_interfaces.msg import InteractionDescription, QueryResult, Tracks
+        from earl_interfaces.srv import Query, StopTracks
         from sensor_msgs.msg import Image
 
         self.ctx = Context()
         rclpy.init(context=self.ctx)
         self.node = Node("earl_test_client", context=self.ctx, use_global_arguments=False)
         self.lock = threading.Lock()
-        self.got = {k: [] for k in ("camera", "interaction", "answer", "mask", "overlay", "diagnostics")}
+        self.got = {k: [] for k in ("camera", "interaction", "answer", "mask", "overlay", "diagnostics", "tracks",
+                                    "tracks_mask")}
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
         def rec(key, keep_msg=True):
@@ -136,7 +137,10 @@ class Client:
         self.node.create_subscription(Image, f"{namespace}/mask", rec("mask"), rel)
         self.node.create_subscription(Image, f"{namespace}/overlay", rec("overlay"), rel)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", rec("diagnostics"), 10)
+        self.node.create_subscription(Tracks, f"{namespace}/tracks", rec("tracks"), rel)
+        self.node.create_subscription(Image, f"{namespace}/tracks/mask", rec("tracks_mask"), rel)
         self.query_client = self.node.create_client(Query, f"{namespace}/query")
+        self.stop_tracks_client = self.node.create_client(StopTracks, f"{namespace}/track/stop")
         self.executor, self.thread = spin_in_background(self.node, self.ctx)
 
     def snapshot(self, key):
@@ -165,17 +169,27 @@ class Client:
         self.pub.publish(msg)
         return stamp_ns
 
-    def query(self, text, stamp_ns=0, timeout=60.0, return_mask=True, publish=True):
+    def query(self, text, stamp_ns=0, timeout=60.0, return_mask=True, publish=True, track=False):
         from earl_interfaces.srv import Query
         from earl_ros.ros.conversions import ns_to_stamp
 
         assert self.query_client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT), "query service not found"
-        req = Query.Request(query=text, return_mask=return_mask, publish=publish)
+        req = Query.Request(query=text, return_mask=return_mask, publish=publish, track=track)
         req.stamp = ns_to_stamp(stamp_ns)
+        return self._call(self.query_client, req, timeout, f"{text[:40]!r}")
+
+    def stop_tracks(self, ids=(), timeout=30.0):
+        from earl_interfaces.srv import StopTracks
+
+        assert self.stop_tracks_client.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT), "track/stop not found"
+        return self._call(self.stop_tracks_client, StopTracks.Request(ids=list(ids)), timeout, "track/stop")
+
+    @staticmethod
+    def _call(client, req, timeout, what):
         done = threading.Event()
-        fut = self.query_client.call_async(req)
+        fut = client.call_async(req)
         fut.add_done_callback(lambda _f: done.set())
-        assert done.wait(timeout), f"no response to {text[:40]!r} within {timeout} s"
+        assert done.wait(timeout), f"no response to {what} within {timeout} s"
         return fut.result()
 
     def close(self):

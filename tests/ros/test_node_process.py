@@ -342,3 +342,34 @@ def _stop_while_busy(node, client, sig, Query):
     assert rc == 0, log
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert "Traceback" not in log and "terminate called" not in log, log
+
+
+def test_a_tracked_query_is_followed_on_later_frames_until_stopped(client):
+    """The named entities stay segmented on new frames (`tracks`, `tracks/mask`, each frame's own header)
+    without another query; track/stop ends them."""
+    r = client.query("left hand", track=True, publish=False)  # a demo-scene question the model grounds
+    assert r.success and list(r.track_ids) and len(r.track_ids) == len(r.result.entities), r
+    ids = set(r.track_ids)
+    client.clear("tracks", "tracks_mask")
+    later: list[int] = []
+
+    def tracked():
+        return [m for m in client.snapshot("tracks") if stamp_ns_of(m.header) in later and m.tracks]
+    publish_until(client, frame(0), lambda: len(tracked()) >= 2, stamps=later, what="two tracks messages")
+    for m in tracked():
+        assert {t.id for t in m.tracks} <= ids and m.header.frame_id == "camera"
+        for t in m.tracks:
+            assert t.state in ("tracking", "lost") and t.entity in r.result.entities
+    wait_until(lambda: any(stamp_ns_of(m.header) in later for m in client.snapshot("tracks_mask")), DISCOVERY_TIMEOUT,
+               what="a tracks/mask message")
+    mask = next(m for m in client.snapshot("tracks_mask") if stamp_ns_of(m.header) in later)
+    labels = np.frombuffer(bytes(mask.data), "<u2")
+    assert (mask.height, mask.width, mask.encoding) == (H, W, "mono16") and set(np.unique(labels)) <= ids | {0}
+    assert set(client.stop_tracks().stopped) <= ids
+    assert list(client.stop_tracks().stopped) == []  # all ended
+    time.sleep(0.5)  # an update that was under way when the tracks stopped may still arrive
+    client.clear("tracks")
+    for i in range(10):
+        client.publish_frame(frame(0))
+        time.sleep(0.1)
+    assert not client.snapshot("tracks")  # nothing left to follow
