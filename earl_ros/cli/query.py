@@ -25,6 +25,9 @@ def parse_args(argv=None):
     ap.add_argument("--stamp", type=float, default=0.0, help="answer about the buffered frame nearest this stamp (s)")
     ap.add_argument("--namespace", default="earl", help="node namespace (service <ns>/query; default %(default)s)")
     ap.add_argument("--no-publish", action="store_true", help="do not publish the result on answer/mask/overlay")
+    ap.add_argument("--track", action="store_true",
+                    help="keep segmenting the answer's entities on later frames (topic tracks; the ids are in "
+                         "track_ids; end them with the service <ns>/track/stop)")
     ap.add_argument("--no-shm", action="store_true", help="do not set the shared-memory Fast DDS profile")
     return ap.parse_args(argv)
 
@@ -70,7 +73,7 @@ def _ask(args) -> int:
                                " (is earl-launch running with the same ROS_DOMAIN_ID?)")
         left = max(0.1, args.timeout - (time.monotonic() - t0))
         t_call = time.monotonic()
-        resp = call(node, cli, make_request(args.text, args.stamp, publish=not args.no_publish), left)
+        resp = call(node, cli, make_request(args.text, args.stamp, publish=not args.no_publish, track=args.track), left)
         if resp is None:
             return _unanswered("TIMEOUT", f"no response from {service} within {args.timeout} s")
         out = response_to_json(resp)

@@ -29,6 +29,8 @@ def response_to_json(resp) -> dict:
         "timings_ms": {k: round(float(v), 2) for k, v in zip(r.timing_names, r.timing_ms)},
         "mask_shape": [int(resp.mask.height), int(resp.mask.width)],
     }
+    if len(resp.track_ids):
+        out["track_ids"] = [int(i) for i in resp.track_ids]
     return out
 
 
@@ -39,10 +41,11 @@ def mask_array(resp) -> np.ndarray | None:
     return image_to_array(resp.mask)[..., 0].copy()
 
 
-def make_request(query: str, stamp_sec: float | None = None, return_mask: bool = True, publish: bool = True):
+def make_request(query: str, stamp_sec: float | None = None, return_mask: bool = True, publish: bool = True,
+                 track: bool = False):
     from earl_interfaces.srv import Query
 
-    req = Query.Request(query=query, return_mask=return_mask, publish=publish)
+    req = Query.Request(query=query, return_mask=return_mask, publish=publish, track=track)
     if stamp_sec:
         req.stamp = ns_to_stamp(int(round(stamp_sec * 1e9)))
     return req
