@@ -118,17 +118,19 @@ def plot_runs(runs: list[Path], out: Path, smoothing: float = 0.8) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     from training.errors import run_reporting_errors
-    from training.settings import OneLineParser
+    from training.settings import PlotSettings, build_parser, from_namespace, parse_namespace
 
-    ap = OneLineParser(prog="python -m training plot", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", help="run dirs (or log.jsonl files) to draw, overlaid")
-    ap.add_argument("--out", help="PNG to write (default: RUN_DIR/curves.png of the first run)")
-    ap.add_argument("--smoothing", type=float, default=0.8, help="EMA weight of the smoothed lines (0 = none)")
-    a = ap.parse_args(argv)
-    first = Path(a.runs[0])
-    out = Path(a.out) if a.out else (first.parent if first.is_file() else first) / "curves.png"
+    ap = build_parser(PlotSettings, "python -m training plot", __doc__.split("\n\n")[0])
+    ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run dirs (or log files) to draw, overlaid")
 
     def draw() -> int:
-        print(plot_runs([Path(r) for r in a.runs], out, a.smoothing))
+        ns = parse_namespace(ap, argv)
+        s = from_namespace(PlotSettings, ns)
+        runs = [*ns.run_dirs, *s.runs]
+        if not runs:
+            ap.error("give at least one RUN_DIR")
+        first = Path(runs[0])
+        out = Path(s.out) if s.out else (first.parent if first.is_file() else first) / "curves.png"
+        print(plot_runs([Path(r) for r in runs], out, s.smoothing))
         return 0
     return run_reporting_errors(ap.prog, draw)

@@ -243,6 +243,14 @@ class EvalSettings:
 
 
 @dataclass
+class PlotSettings:
+    runs: list[str] = opt(factory=list, help="run dirs (or log files) to draw, overlaid; also given as positional "
+                                             "RUN_DIR arguments")
+    out: str | None = opt(None, "PNG to write (default: RUN_DIR/curves.png of the first run)")
+    smoothing: float = opt(0.8, "EMA weight of the smoothed lines (0 = none)")
+
+
+@dataclass
 class ExportSettings:
     model: str | None = opt(None, "input model dir (e.g. runs/.../grpo/final)")
     out: str | None = opt(None, "output model dir")

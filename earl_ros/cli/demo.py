@@ -31,6 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from earl_ros.cli.demo_tracking import mark_tracked, on_tracks_mask, score_tracking
 from earl_ros.cli.errors import Parser, run_reporting
 
 DEFAULT_QUESTIONS = ["Which hands and objects are interacting?", "Where is my right hand?",
@@ -145,7 +146,10 @@ class DemoClient:
         self.received = 0
         self.latest_stamp_ns = 0
         self.interactions: list[tuple[int, str]] = []
+        self.tracked: list = []  # (frame index, frame, track-id label map) of each tracks/mask update
         self.node.create_subscription(Image, camera_topic, self._on_image, qos)
+        self.node.create_subscription(Image, f"/{namespace}/tracks/mask", lambda m: on_tracks_mask(self, m),
+                                      QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.node.create_subscription(InteractionDescription, f"/{namespace}/interaction", self._on_interaction, 10)
         self.client = self.node.create_client(Query, f"/{namespace}/query")
         self.service = f"/{namespace}/query"
@@ -179,10 +183,10 @@ class DemoClient:
                 return False
         return False
 
-    def ask(self, query: str, stamp_ns: int, timeout: float):
+    def ask(self, query: str, stamp_ns: int, timeout: float, track: bool = False):
         from earl_ros.ros.client import make_request
 
-        fut = self.client.call_async(make_request(query, stamp_ns / 1e9 if stamp_ns else None))
+        fut = self.client.call_async(make_request(query, stamp_ns / 1e9 if stamp_ns else None, track=track))
         deadline = time.monotonic() + timeout
         while not fut.done() and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -280,6 +284,7 @@ def plan_from_script(script: dict) -> list[dict]:
             plan.append({**q, "scene": s["scene"], "gt": s["gt"], "scene_start": s["scene"] * per,
                          "first_frame": s["scene"] * per + per // 5,
                          "last_frame": (s["scene"] + 1) * per - 1})
+    mark_tracked(plan)
     return plan
 
 
@@ -361,7 +366,7 @@ def _ask_plan(client, plan, args, replay_proc, data_dir, out: Path, records: lis
             log(f"error: no camera frame on {client.camera_topic}" + ("" if live else " (replay ended early?)"))
             break
         t0 = time.monotonic()
-        resp = client.ask(item["query"], stamp_ns, args.timeout)
+        resp = client.ask(item["query"], stamp_ns, args.timeout, track=bool(item.get("track")))
         rec = score(item, resp, (time.monotonic() - t0) * 1e3, client, data_dir, out, k, tiles)
         records.append(rec)
         print_record(rec)
@@ -369,6 +374,16 @@ def _ask_plan(client, plan, args, replay_proc, data_dir, out: Path, records: lis
             time.sleep(args.interval)
     if replay_proc is not None:
         replay_proc.wait(timeout=max(5.0, len(plan) * 2.0))
+    _score_tracked(plan, records, client, data_dir, tiles)
+
+
+def _score_tracked(plan, records, client, data_dir, tiles) -> None:
+    """Once the clip has played: how the tracked questions' entities were followed over their scenes."""
+    from PIL import Image
+
+    for item, rec in zip(plan, records):
+        if rec.get("track_ids") and "frame_index" in rec and data_dir is not None:
+            tiles += score_tracking(rec, item, client, np.asarray(Image.open(data_dir / item["gt"])))
 
 
 def _report(out: Path, tiles: list, records: list, plan: list, summary: dict, replay_rc) -> int:
@@ -414,6 +429,8 @@ def score(item, resp, latency_ms, client: DemoClient, data_dir, out: Path, k: in
     rec.update(success=j["success"], error_code=j["error_code"], message=j["message"], answer=j["answer"],
                entities=j["entities"], boxes=j["boxes"], no_target=j["no_target"], stamp=j["stamp"],
                timings_ms=j["timings_ms"], description=j["description"])
+    if j.get("track_ids"):
+        rec["track_ids"] = j["track_ids"]
     if not j["success"]:
         return rec
     labels = mask_array(resp)
@@ -475,6 +492,10 @@ def summarize(records, n_frames, interactions, trained, model, wall_s) -> dict:
         "latency_ms_p50": round(percentile(lat, 50), 1), "latency_ms_p95": round(percentile(lat, 95), 1),
         "mean_mask_iou": round(float(np.mean(ious)), 3) if ious else None,
         "no_target_accuracy": round(float(np.mean(nt)), 3) if nt else None,
+        "tracked_questions": sum(1 for r in records if r.get("track_ids")),
+        "tracked_frames": sum(r.get("tracked_frames", 0) for r in records),
+        "tracked_mask_iou": (round(float(np.mean([r["tracked_mask_iou"] for r in tracked])), 3)
+                             if (tracked := [r for r in records if "tracked_mask_iou" in r]) else None),
         "wall_s": round(wall_s, 1),
     }
 
@@ -486,6 +507,9 @@ def print_summary(s: dict, out: Path) -> None:
     log(f"query latency p50 {s['latency_ms_p50']} ms, p95 {s['latency_ms_p95']} ms (round trip through /earl/query)")
     if s["mean_mask_iou"] is not None:
         log(f"mean mask IoU vs ground truth {s['mean_mask_iou']:.3f}; no-target accuracy {s['no_target_accuracy']:.2f}")
+    if s["tracked_questions"]:
+        log(f"{s['tracked_questions']} tracked questions followed on {s['tracked_frames']} later frames without "
+            f"asking again; tracked mask IoU vs ground truth {s['tracked_mask_iou']}")
     if s["last_description"]:
         log(f"last interaction description: {s['last_description']!r}")
     if not s["trained_model"]:
