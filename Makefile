@@ -26,6 +26,8 @@ bench: setup
 	$(PY) bench/ros_pipeline.py
 	$(PY) bench/train_step.py
 	$(PY) bench/sft_step.py
+	$(PY) bench/query_priority.py
+	$(PY) bench/tracking.py --clips 8
 
 clean:
 	rm -rf build out .pytest_cache

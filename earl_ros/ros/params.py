@@ -99,8 +99,9 @@ PARAMS: tuple[Param, ...] = (
     Param("tracking_method", "flow", "flow = carry each mask by optical flow and keep the segmenter's mask where "
           "it agrees (default: holds on to a held object); box = prompt with the previous box grown by a margin "
           "(earl_ros/live/tracking.py, bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
-    Param("tracking_segment_every", 1, "flow: run the segmenter on every Nth update only and carry the masks "
-          "in between (less compute per frame).", lo=1, hi=30, read_only=False),
+    Param("tracking_segment_every", 5, "flow: run the segmenter on every Nth update only and carry the masks "
+          "in between (less compute per frame; 5 was best on bench/tracking.py's val clips).", lo=1, hi=30,
+          read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
     Param("publish_mask", True, "Publish the mono8 label map on `mask`.", read_only=False),
