@@ -40,13 +40,11 @@ def format_table(summary: dict) -> str:
 def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None, image_limit: int | None = None,
              device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False,
              box_refine: int | None = None, coordinates: str | None = None) -> dict:
-    from tqdm import tqdm
-
     from earl_ros.model.pipeline import EarlPipeline
-    from training.progress import bars_enabled
     from earl_ros.model.prompts import parse_response
     from training.data import IRGBench
     from training.data.irgbench import masks_to_boxes
+    from training.progress import progress as progress_bar
     from training.rewards import box_masks
 
     pipe = EarlPipeline.from_dir(model_dir, device=device)
@@ -61,8 +59,7 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
     acc = EvalAccumulator()
     parse_ok, t0 = [], time.perf_counter()
     per_sample = []
-    bar = tqdm(by_image.items(), desc=f"eval[{split}]", disable=not (progress and bars_enabled()), unit="img")
-    for iid, samples in bar:
+    for iid, samples in progress_bar(by_image.items(), desc=f"eval[{split}]", quiet=not progress, unit="img"):
         img = ds.image(iid)
         inter = pipe.empty_interaction() if no_descriptor else pipe.describe(img)
         if not no_descriptor:

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from earl_ros.cli.demo_tracking import mark_tracked, on_tracks_mask, score_tracking
+from earl_ros.cli.demo_tracking import mark_tracked, mask_iou, on_tracks_mask, score_tracking
 from earl_ros.cli.errors import Parser, run_reporting
 
 DEFAULT_QUESTIONS = ["Which hands and objects are interacting?", "Where is my right hand?",
@@ -215,18 +215,6 @@ class DemoClient:
 
 
 # ------------------------------------------------------------------------------------ scoring
-
-def mask_iou(pred: np.ndarray | None, gt_labels: np.ndarray, ids: list[int]) -> float | None:
-    """IoU of the union of predicted entity masks with the union of the expected instances."""
-    if not ids:
-        return None
-    gt = np.isin(gt_labels, ids)
-    if pred is None or pred.shape != gt.shape:
-        return 0.0
-    p = pred > 0
-    union = np.logical_or(p, gt).sum()
-    return float(np.logical_and(p, gt).sum() / union) if union else 0.0
-
 
 def overlay_for(rgb: np.ndarray, resp_json: dict, label_map: np.ndarray | None) -> np.ndarray:
     from earl_ros.model.overlay import draw_overlay

@@ -1,7 +1,7 @@
-"""earl-demo's tracked questions: the first grounded question of each scene is asked with `track`, and
-the node's `tracks/mask` on the scene's later frames is scored against the clip's ground truth and
-drawn as a strip in the contact sheet (issue 26: the named entities stay segmented without asking
-again)."""
+"""earl-demo's scoring against the clip's ground truth (`mask_iou`, for answers and tracked frames) and
+its tracked questions: the first grounded question of each scene is asked with `track`, and the
+node's `tracks/mask` on the scene's later frames is scored and drawn as a strip in the contact sheet
+(issue 26: the named entities stay segmented without asking again)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +30,18 @@ def on_tracks_mask(client, msg) -> None:
             client.tracked.append((frame[0], frame[1], labels))
 
 
+def mask_iou(pred: np.ndarray | None, gt_labels: np.ndarray, ids: list[int]) -> float | None:
+    """IoU of the union of predicted entity masks with the union of the expected instances."""
+    if not ids:
+        return None
+    gt = np.isin(gt_labels, ids)
+    if pred is None or pred.shape != gt.shape:
+        return 0.0
+    p = pred > 0
+    union = np.logical_or(p, gt).sum()
+    return float(np.logical_and(p, gt).sum() / union) if union else 0.0
+
+
 def score_tracking(rec: dict, item: dict, client, gt: np.ndarray) -> list[tuple[np.ndarray, list[str]]]:
     """Fill rec's tracked_frames / tracked_mask_iou from the updates on the scene's later frames; returns
     the strip's contact-sheet tiles."""
@@ -43,10 +55,7 @@ def score_tracking(rec: dict, item: dict, client, gt: np.ndarray) -> list[tuple[
     rec["tracked_frames"] = len(updates)
     if not updates:
         return []
-    truth = np.isin(gt, item["expected_mask_ids"])
-    ious = [float(np.logical_and(np.isin(u[2], ids), truth).sum() / max(1, np.logical_or(np.isin(u[2], ids),
-                                                                                          truth).sum()))
-            for u in updates]
+    ious = [mask_iou(np.isin(u[2], ids), gt, item["expected_mask_ids"]) for u in updates]
     rec["tracked_mask_iou"] = round(float(np.mean(ious)), 3)
     tiles = []
     for k in np.linspace(0, len(updates) - 1, min(STRIP, len(updates))).round().astype(int):

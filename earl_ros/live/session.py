@@ -25,8 +25,8 @@ from earl_ros.model.priority import Preempted
 from .errors import InvalidRequestError, QueryTooLongError
 from .frames import Frame, FrameBuffer
 from .health import PipelineHealth
-from .tracking_loop import LiveTracking
 from .query_queue import QueryQueue, Ticket
+from .tracking_loop import LiveTracking
 
 Settings = Callable[[str], Any]
 Log = Callable[[str, str], None]  # (level: "info" | "warning" | "error", message)
@@ -128,13 +128,13 @@ class LiveSession:
         self._on_refused = on_refused or (lambda pending, error: None)
         self._on_description = on_description or (lambda inter, frame, lag: None)
         self.queue = QueryQueue(settings("max_pending_queries"), self._refused)
-        self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
         segmenter = getattr(pipeline, "segmenter", None)
         self.tracking = LiveTracking(segmenter, self.frames, settings, log) if segmenter is not None else None
+        self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
 
     # ================================================================ settings changed at runtime
     def apply_setting(self, name: str, value) -> None:
-        if getattr(self, "tracking", None) is not None:
+        if self.tracking is not None:
             self.tracking.apply_setting(name, value)
         if name == "coarse_yields_to_queries" and hasattr(self.pipeline, "priority"):
             self.pipeline.priority.enabled = bool(value)

@@ -33,7 +33,6 @@ class Track:
     area: int  # mask pixels on the last frame
     state: str = TRACKING
     mask: np.ndarray | None = field(default=None, repr=False)  # bool [H, W] of the last frame
-    updates: int = 0
 
 
 @dataclass
@@ -195,7 +194,6 @@ class EntityTracker:
         elif carried is not None and not _agrees(mask, carried, s):
             mask, score = carried, 0.5  # the segmenter found something else: keep the carried mask (its score says nothing)
         area, box = int(mask.sum()), _mask_box(mask)
-        t.updates += 1
         if box is None or score < s.min_score or area < s.min_area_ratio * t.area or area > s.max_area_ratio * t.area:
             t.state, t.score, t.mask = LOST, score, np.zeros_like(mask)
             return t

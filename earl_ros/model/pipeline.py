@@ -118,11 +118,10 @@ class EarlPipeline:
         """Hold stage `name`'s model. A query (or a foreground describe) that finds the model taken
         says so, and a background pass paused on it gives it up (priority.py)."""
         lock = self._coarse_lock if name == "coarse" else self._response_lock
-        if not (query and lock.acquire(blocking=False)):
-            if query:
-                with self.priority.waiting_for_model():
-                    lock.acquire()
-            else:
+        if not query:
+            lock.acquire()
+        elif not lock.acquire(blocking=False):
+            with self.priority.waiting_for_model():
                 lock.acquire()
         try:
             if self.adapters is None:

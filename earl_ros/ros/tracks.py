@@ -22,10 +22,7 @@ def tracks_message(update, header):
 
     h, w = update.label_map.shape
     out = Tracks(header=header)
-    for t in update.tracks:
-        box = box_rois([t.box], h, w)[0] if t.box is not None else None
-        msg = Track(id=int(t.id), entity=t.entity, score=float(t.score), state=t.state)
-        if box is not None:
-            msg.box = box
-        out.tracks.append(msg)
+    for t in update.tracks:  # a lost track keeps its last box
+        out.tracks.append(Track(id=int(t.id), entity=t.entity, box=box_rois([t.box], h, w)[0], score=float(t.score),
+                                state=t.state))
     return out

@@ -443,7 +443,7 @@ def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: Synth
     """Write `splits` (name -> image count) under `root`; returns the ids written per split.
 
     workers > 1 draws images in a process pool (same output: image i depends only on its seed)."""
-    from tqdm import tqdm
+    from training.progress import progress as progress_bar
 
     cfg = cfg or SynthConfig()
     if cfg.style not in STYLES:
@@ -453,7 +453,7 @@ def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: Synth
         (root / d).mkdir(parents=True, exist_ok=True)
     out = {}
     total = sum(splits.values())
-    with tqdm(total=total, desc=f"synth[{cfg.style}]", unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"synth[{cfg.style}]", unit="img", quiet=not progress) as bar:
         for split, n in splits.items():
             (root / "dataset_split" / split).mkdir(parents=True, exist_ok=True)
             ids = []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from training.errors import TrainingError
 from training.layout import RunLayout
+from training.plot import find_logs, plot_runs
 
 # file name, caption, the run's stage dirs it draws (relative to the run dir)
 FIGURES = (
@@ -25,22 +26,20 @@ FIGURES = (
 
 def draw_training_curves(run: Path, model_out: Path) -> list[tuple[str, str]]:
     """Draw each figure whose stages left logs; returns [(file name, caption)] of those drawn."""
-    from training.plot import find_logs, plot_runs
-
     layout = RunLayout(run)
     drawn = []
     for name, caption, stages in FIGURES:
-        dirs = [layout.root / s for s in stages if (layout.root / s).is_dir() and _has_log(layout.root / s, find_logs)]
+        dirs = [layout.root / s for s in stages if _has_log(layout.root / s)]
         if dirs:
             plot_runs(dirs, Path(model_out) / name)
             drawn.append((name, caption))
     return drawn
 
 
-def _has_log(stage_dir: Path, find_logs) -> bool:
+def _has_log(stage_dir: Path) -> bool:
     try:
         return bool(find_logs(stage_dir))
-    except TrainingError:  # no log under it
+    except TrainingError:  # no such dir, or no log under it
         return False
 
 
