@@ -114,6 +114,7 @@ class Client:
         from earl_interfaces.srv import Query, StopTracks
         from sensor_msgs.msg import Image
 
+        self.namespace = namespace.rstrip("/")
         self.ctx = Context()
         rclpy.init(context=self.ctx)
         self.node = Node("earl_test_client", context=self.ctx, use_global_arguments=False)
@@ -146,6 +147,20 @@ class Client:
     def snapshot(self, key):
         with self.lock:
             return list(self.got[key])
+
+    def diagnostics(self) -> dict:
+        """The latest /diagnostics values of this client's node.
+
+        /diagnostics is one global topic: another node alive in the same test module (a second
+        fixture) publishes there too, so statuses are matched by the node's namespace.
+        """
+        def mine():
+            return [st for arr in self.snapshot("diagnostics") for st in arr.status
+                    if st.name.startswith(self.namespace + "/")]
+
+        self.clear("diagnostics")
+        wait_until(mine, DISCOVERY_TIMEOUT, what=f"/diagnostics from {self.namespace}")
+        return {v.key: v.value for v in mine()[-1].values}
 
     def clear(self, *keys):
         with self.lock:

@@ -257,9 +257,7 @@ def test_mcap_bag_written_by_rosbags_drives_the_node(client, tmp_path):
 
 
 def diagnostics(client) -> dict:
-    client.clear("diagnostics")
-    wait_until(lambda: client.snapshot("diagnostics"), DISCOVERY_TIMEOUT, what="/diagnostics")
-    return {v.key: v.value for v in client.snapshot("diagnostics")[-1].status[0].values}
+    return client.diagnostics()
 
 
 def test_diagnostics_count_rejected_frames_by_code(client):

@@ -76,9 +76,7 @@ def camera(client):
 
 
 def diag(client) -> dict:
-    client.clear("diagnostics")
-    wait_until(lambda: client.snapshot("diagnostics"), DISCOVERY_TIMEOUT, what="/diagnostics")
-    return {v.key: v.value for v in client.snapshot("diagnostics")[-1].status[0].values}
+    return client.diagnostics()
 
 
 def load(requests: int, start_at: float, mode: str = "burst") -> subprocess.Popen:
