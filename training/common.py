@@ -117,23 +117,35 @@ def manifest_paths(model_dir: str | Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 # logging
 
+def _keep_records_up_to(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and not (json.loads(line).get("step") or 0) > step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
 class JsonlLogger:
     """One JSON object per line in out_dir/log.jsonl, a compact line on stderr, and (with
     `tensorboard=DIR`) the same scalars as TensorBoard events in DIR (training/tracking.py)."""
 
     def __init__(self, path: str | Path | None, echo: bool = True, append: bool = False,
-                 tensorboard: str | Path | None = None):
+                 tensorboard: str | Path | None = None, resume_step: int | None = None):
+        """resume_step: the run continues from a checkpoint at that step, so the log is kept up to it
+        (records an interrupted run wrote after its checkpoint are dropped) and continues after it."""
         self.path = Path(path) if path else None
         self.echo = echo
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not append and self.path.exists():
+            if resume_step is not None:
+                _keep_records_up_to(self.path, resume_step)
+            elif not append and self.path.exists():
                 self.path.unlink()
         self.mirror = None
         if tensorboard is not None:
             from training.tracking import TensorBoardMirror
 
-            self.mirror = TensorBoardMirror(tensorboard)
+            self.mirror = TensorBoardMirror(tensorboard, None if resume_step is None else resume_step + 1)
 
     def log(self, rec: dict) -> None:
         rec = {"time": round(time.time(), 3), **rec}

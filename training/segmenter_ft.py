@@ -34,6 +34,7 @@ from training.data.irgbench import load_label_map
 from training.errors import TrainingError
 from training.progress import progress
 from training.settings import SegmenterEvalSettings, SegmenterFtSettings
+from training.stage_checkpoint import StageCheckpoint
 from training.tracking import tensorboard_dir
 
 
@@ -154,43 +155,61 @@ class _SegmenterBatches:
         return img, self.labels[iid], self.by_img[iid]
 
 
-def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSettings, log: JsonlLogger) -> list[float]:
+def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSettings,
+                     resume: StageCheckpoint) -> list[float]:
     """The optimisation loop; returns the mean low-resolution IoU of each step."""
     rng = np.random.default_rng(s.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
-    t_start = time.perf_counter()
-    ious = []
-    for step in progress(range(s.steps), desc="segmenter-ft", quiet=s.quiet):
-        chosen = rng.choice(len(data.ids), size=min(s.batch_images, len(data.ids)), replace=False)
-        n_boxes, step_iou = 0, []
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros(())
-        for k in chosen:
-            img, lab, lids = data.image(int(k))
-            lids = [lids[i] for i in rng.permutation(len(lids))[:s.boxes_per_image]]
-            loss, n, iou = _image_loss(seg, model, dec, img, lab, lids, rng, s)
-            if loss is None:
-                continue
-            total = total + loss
-            n_boxes += n
-            step_iou.extend(iou)
-        if n_boxes == 0:
+    start, extra = resume.restore({"segmenter": model}, opt, sched)
+    if start:
+        rng.bit_generator.state = extra["rng"]
+    out = Path(s.out)
+    log = JsonlLogger(out / "segmenter_ft_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to),
+                      resume_step=start if start else None)
+    t_start = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+    ious = list(extra.get("ious", []))
+    for step in progress(range(start, s.steps), desc="segmenter-ft", quiet=s.quiet, initial=start, total=s.steps):
+        step_iou, gn, mean_loss = _segmenter_step(seg, model, dec, data, s, rng, opt, params)
+        if step_iou is None:
             continue
-        (total / n_boxes).backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
         sched.step()
-        ious.append(float(np.mean(step_iou)))
+        ious.append(step_iou)
         if step % 10 == 0 or step == s.steps - 1:
             el = time.perf_counter() - t_start
             log.log({"stage": "segmenter-ft", "step": step + 1, "steps": s.steps,
-                     "loss": float(total.detach()) / n_boxes, "lowres_iou": float(np.mean(ious[-10:])),
-                     "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
+                     "loss": mean_loss, "lowres_iou": float(np.mean(ious[-10:])),
+                     "grad_norm": gn, "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
                      "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
+        resume.maybe_save(step + 1, s.steps, {"segmenter": model}, opt, sched,
+                          {"rng": rng.bit_generator.state, "ious": ious, "elapsed_s": time.perf_counter() - t_start})
     log.close()
     return ious
+
+
+def _segmenter_step(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSettings, rng, opt, params):
+    """One optimiser step on a random batch: (its mean IoU, grad norm, mean loss), or Nones when no
+    image of the batch had a usable box."""
+    chosen = rng.choice(len(data.ids), size=min(s.batch_images, len(data.ids)), replace=False)
+    n_boxes, step_iou = 0, []
+    opt.zero_grad(set_to_none=True)
+    total = torch.zeros(())
+    for k in chosen:
+        img, lab, lids = data.image(int(k))
+        lids = [lids[i] for i in rng.permutation(len(lids))[:s.boxes_per_image]]
+        loss, n, iou = _image_loss(seg, model, dec, img, lab, lids, rng, s)
+        if loss is None:
+            continue
+        total = total + loss
+        n_boxes += n
+        step_iou.extend(iou)
+    if n_boxes == 0:
+        return None, None, None
+    (total / n_boxes).backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return float(np.mean(step_iou)), float(gn), float(total.detach()) / n_boxes
 
 
 def segmenter_ft(s: SegmenterFtSettings) -> Path:
@@ -211,8 +230,8 @@ def segmenter_ft(s: SegmenterFtSettings) -> Path:
     if not by_img:
         raise TrainingError(f"no entity masks in {s.data} split {s.split}")
     out = Path(s.out)
-    log = JsonlLogger(out / "segmenter_ft_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to))
-    ious = _train_segmenter(seg, model, dec, _SegmenterBatches(ds, by_img), s, log)
+    resume = StageCheckpoint(out, "segmenter-ft", s, s.resume_every)
+    ious = _train_segmenter(seg, model, dec, _SegmenterBatches(ds, by_img), s, resume)
     model.eval()
     sam_out = out / "sam"
     if sam_out.exists():
@@ -223,6 +242,7 @@ def segmenter_ft(s: SegmenterFtSettings) -> Path:
     derive_model_dir(s.model, out, extra={"segmenter_ft": {"data": str(s.data), "split": s.split,
                                                            "steps": s.steps, "final_lowres_iou": final_iou}})
     _point_segmenter(out, "sam")
+    resume.finish()
     print(json.dumps({"model_dir": str(out), "steps": s.steps, "instances": sum(map(len, by_img.values())),
                       "final_lowres_iou": final_iou}))
     return out

@@ -27,6 +27,9 @@ GRPO_GROUP = "GRPO (paper defaults where the paper gives one)"
 _REPORT_TO_HELP = ("where the scalars of log.jsonl also go: tensorboard (events under OUT/tb), none; auto (default) = "
                    "tensorboard when it is installed (the `train` extra)")
 
+_RESUME_EVERY_HELP = ("write a resume point (OUT/resume/) every N steps; run the same command again to continue "
+                      "from it; 0 = never (default %(default)s)")
+
 
 def opt(default=None, help: str | None = None, *, flags: tuple[str, ...] = (), choices=None,
         metavar: str | None = None, group: str | None = None, factory=None):
@@ -66,6 +69,7 @@ class VisionPretrainSettings:
     size: str = opt("256x192", "WIDTHxHEIGHT of the rendered scenes")
     val_images: int = opt(64, "fresh scenes scored at the end")
     seed: int = opt(0)
+    resume_every: int = opt(100, _RESUME_EVERY_HELP, metavar="N")
     threads: int | None = opt(None)
     quiet: bool = opt(False, "no progress bar")
     report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
@@ -98,6 +102,7 @@ class SftSettings(ModelDataSettings):
                                     "be: trained along with a from-scratch language model at its learning rate, the "
                                     "tiny towers lost what vision-pretrain taught them; see docs/training.md)")
     lr_schedule: str = opt("linear", choices=("linear", "constant", "cosine"))
+    resume_every: int = opt(100, _RESUME_EVERY_HELP, metavar="N")
     report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
     vision_cache: bool = opt(True, "run the frozen vision tower on every batch instead of once per image "
                                    "(training/vision_cache.py; the cache holds one feature tensor per training image)",
@@ -163,6 +168,7 @@ class SegmenterFtSettings(ModelDataSettings):
     jitter: float = opt(0.15, "max side shift as a fraction of the box size")
     clean_frac: float = opt(0.25, "fraction of boxes given without jitter")
     seed: int = opt(0)
+    resume_every: int = opt(200, _RESUME_EVERY_HELP, metavar="N")
     report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
 
 

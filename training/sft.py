@@ -17,9 +17,11 @@ the untouched parts of the input model dir.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from training.errors import SettingsError, TrainingError
 from training.policy import attach_lora, sft_forward, sft_loss
 from training.progress import progress
 from training.settings import DescriptorsSettings, SftCoarseSettings, SftResponseSettings, SftSettings
+from training.stage_checkpoint import StageCheckpoint
 from training.tracking import tensorboard_dir
 
 LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$|^(.*\.)?lm_head$"
@@ -98,16 +101,31 @@ def _batches(n: int, batch_size: int, epochs: float, seed: int):
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: str, grad_clip=1.0,
-                quiet=False, schedule: str = "linear"):
+@dataclass
+class LoopResume:
+    """What a training loop saves at its resume points besides the optimizer and scheduler: the
+    modules it trains and the numpy generators its batches draw from."""
+    checkpoint: StageCheckpoint
+    modules: dict
+    generators: dict = dataclasses.field(default_factory=dict)
+
+
+def _train_loop(params, batches, step_fn, lr, warmup, log_path: Path, report_to: str, desc: str,
+                resume: LoopResume, grad_clip=1.0, quiet=False, schedule: str = "linear"):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors, or groups with their own lr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup, schedule))
     params = [p for g in opt.param_groups for p in g["params"]]
-    losses = []
-    t_start = time.perf_counter()
-    for step, idx in enumerate(progress(batches, desc=desc, quiet=quiet)):
+    start, extra = resume.checkpoint.restore(resume.modules, opt, sched)
+    for name, gen in resume.generators.items():
+        if name in extra.get("generators", {}):
+            gen.bit_generator.state = extra["generators"][name]
+    log = JsonlLogger(log_path, tensorboard=tensorboard_dir(log_path.parent, report_to),
+                      resume_step=start if start else None)
+    losses = list(extra.get("losses", []))
+    t_start = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+    for step in progress(range(start, len(batches)), desc=desc, quiet=quiet, initial=start, total=len(batches)):
         t0 = time.perf_counter()
-        loss = step_fn(idx)
+        loss = step_fn(batches[step])
         extra = {}
         if isinstance(loss, tuple):  # (total loss, {name: component} for the log)
             loss, extra = loss
@@ -123,6 +141,10 @@ def _train_loop(params, batches, step_fn, lr, warmup, log: JsonlLogger, desc: st
                      "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0,
                      "steps": len(batches), "elapsed_s": round(time.perf_counter() - t_start, 1),
                      "eta_s": round((time.perf_counter() - t_start) / (step + 1) * (len(batches) - step - 1), 1)})
+        resume.checkpoint.maybe_save(
+            step + 1, len(batches), resume.modules, opt, sched,
+            {"losses": losses, "elapsed_s": time.perf_counter() - t_start,
+             "generators": {n: g.bit_generator.state for n, g in resume.generators.items()}})
     log.close()
     return losses
 
@@ -152,7 +174,6 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
         freeze_vision(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    log = JsonlLogger(Path(s.out) / "sft_coarse_log.jsonl", tensorboard=tensorboard_dir(s.out, s.report_to))
     cache = _vision_cache(s, model)
 
     def step_fn(idx):
@@ -161,8 +182,9 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
         return model(**inputs, labels=b.labels, use_cache=False).loss
 
     batches = _batches(len(ids), s.batch_size, s.epochs, s.seed)
-    losses = _train_loop(params, batches, step_fn, s.lr, s.warmup, log, "sft-coarse", quiet=s.quiet,
-                         schedule=s.lr_schedule)
+    resume = LoopResume(StageCheckpoint(s.out, "sft-coarse", s, s.resume_every), {"model": model})
+    losses = _train_loop(params, batches, step_fn, s.lr, s.warmup, Path(s.out) / "sft_coarse_log.jsonl",
+                         s.report_to, "sft-coarse", resume, quiet=s.quiet, schedule=s.lr_schedule)
     model.eval()
     if hasattr(model, "merge_and_unload"):
         model = cm.model = model.merge_and_unload()
@@ -172,6 +194,7 @@ def sft_coarse(s: SftCoarseSettings) -> Path:
     derive_model_dir(s.model, out, coarse={"path": "coarse", "lora": None},
                      extra={"sft_coarse": {"data": str(s.data), "split": s.split, "steps": len(batches),
                                            "final_loss": losses[-1] if losses else None}})
+    resume.checkpoint.finish()
     print(json.dumps({"model_dir": str(out), "steps": len(batches), "first_loss": losses[0] if losses else None,
                       "final_loss": losses[-1] if losses else None}))
     return out
@@ -383,6 +406,7 @@ def _descriptor_sampler(s: SftResponseSettings, dim: int, dsrc: DescriptorSource
             d = d + noise_rng.standard_normal(d.shape[0]).astype(np.float32) * noise_std
         return d
 
+    descriptor_of.generators = {"descriptor_dropout": drop_rng, "descriptor_noise": noise_rng}  # resume points
     return descriptor_of
 
 
@@ -427,15 +451,18 @@ def sft_response(s: SftResponseSettings) -> Path:
     groups = _response_param_groups(s, rm)
     probe = _position_probe(s, rm, groups)
     limits, longest = _answer_limits(rm, samples, paths["limits"]["max_new_tokens"])
-    log = JsonlLogger(Path(s.out) / "sft_response_log.jsonl", tensorboard=tensorboard_dir(s.out, s.report_to))
     cache = _vision_cache(s, rm.model)
     descriptor_of = _descriptor_sampler(s, rm.descriptor_dim, dsrc, samples)
     step_fn = _response_step(rm, samples, descriptor_of, cache, probe, s.position_probe)
     batches = _batches(len(samples), s.batch_size, s.epochs, s.seed)
-    losses = _train_loop(groups, batches, step_fn, s.lr, s.warmup, log, "sft-response", quiet=s.quiet,
-                         schedule=s.lr_schedule)
+    trained = {"model": rm.model, "afs": rm.afs, **({"probe": probe} if probe is not None else {})}
+    resume = LoopResume(StageCheckpoint(s.out, "sft-response", s, s.resume_every), trained,
+                        descriptor_of.generators)
+    losses = _train_loop(groups, batches, step_fn, s.lr, s.warmup, Path(s.out) / "sft_response_log.jsonl",
+                         s.report_to, "sft-response", resume, quiet=s.quiet, schedule=s.lr_schedule)
     out = _save_response(s, rm, alpha, {"steps": len(batches), "final_loss": losses[-1] if losses else None,
                                          "longest_target_tokens": longest}, limits)
+    resume.checkpoint.finish()
     print(json.dumps({"model_dir": str(out), "steps": len(batches), "samples": len(samples),
                       "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}))
     return out

@@ -53,15 +53,17 @@ def scalars(rec: dict, prefix: str = "") -> dict[str, float]:
 
 
 class TensorBoardMirror:
-    def __init__(self, log_dir: str | Path):
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
+        """purge_step: a run resumed from a checkpoint at step N passes N + 1, so the events an
+        interrupted run wrote after its checkpoint are dropped instead of drawn twice."""
         if not tensorboard_available():
             raise ImportError("--report-to tensorboard needs the tensorboard package: pip install -e '.[train]' "
                               "(or pass --report-to none)")
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(str(self.log_dir))
-        self._step = 0
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step)
+        self._step = 0 if purge_step is None else purge_step - 1
 
     def log(self, rec: dict) -> None:
         """One record at its `step` (a record without one, e.g. a final evaluation, at the last step seen)."""

@@ -34,6 +34,7 @@ from training.data.synth import CATEGORIES, COLOURS, SynthConfig, scene_rng, ren
 from training.errors import TrainingError
 from training.progress import progress
 from training.settings import VisionPretrainSettings
+from training.stage_checkpoint import StageCheckpoint
 from training.tracking import tensorboard_dir
 
 CLASSES = ("background", "left hand", "right hand", *CATEGORIES)
@@ -233,11 +234,17 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
     train = _Batcher(proc, s.seed, s.style, s.size, merge, "vision")
-    log = JsonlLogger(out / "vision_pretrain_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to))
-    before = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
-                    s.val_images)
-    t0 = time.perf_counter()
-    for step in progress(range(s.steps), desc="vision-pretrain", quiet=s.quiet):
+    resume = StageCheckpoint(out, "vision-pretrain", s, s.resume_every)
+    trained = {"visual": visual, "heads": heads}
+    start, extra = resume.restore(trained, opt, sched)
+    train.next_index = int(extra.get("images", 0))
+    log = JsonlLogger(out / "vision_pretrain_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to),
+                      resume_step=start if start else None)
+    before = extra.get("val_before") or _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge,
+                                                                       "vision-val"), s.val_images)
+    t0 = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+    for step in progress(range(start, s.steps), desc="vision-pretrain", quiet=s.quiet, initial=start,
+                         total=s.steps):
         px, thw, soft = train.batch(s.batch_images)
         losses, _ = _losses(heads, _merged_features(visual, px, thw), soft)
         loss = sum(losses)
@@ -253,6 +260,9 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
                      "class_loss": lv[0], "colour_loss": lv[1], "role_loss": lv[2],
                      "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
                      "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
+        resume.maybe_save(step + 1, s.steps, trained, opt, sched,
+                          {"images": train.next_index, "val_before": before,
+                           "elapsed_s": time.perf_counter() - t0})
     after = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
                    s.val_images)
     visual.eval()
@@ -268,6 +278,7 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
                                                 "style": s.style, "val_after": after}})
     log.log({"stage": "vision-pretrain", "step": s.steps, "val_before": before, "val_after": after})
     log.close()
+    resume.finish()
     res = {"model_dir": str(out), "steps": s.steps, "images": train.next_index, "val_before": before,
            "val_after": after}
     print(json.dumps(res))
