@@ -32,7 +32,7 @@ if ! stamp_ok pip "$REQ_HASH"; then
   echo "$REQ_HASH" > "$STAMPS/pip"
 fi
 
-IFACE_HASH=$(hash_of earl_interfaces/CMakeLists.txt earl_interfaces/package.xml earl_interfaces/msg/* earl_interfaces/srv/*)
+IFACE_HASH=$(hash_of earl_interfaces/CMakeLists.txt earl_interfaces/package.xml earl_interfaces/msg/* earl_interfaces/srv/* earl_interfaces/action/*)
 if [ -f earl_interfaces/CMakeLists.txt ] && ! stamp_ok iface "$IFACE_HASH"; then
   say "building earl_interfaces into the venv (cmake, about 10 s)"
   BUILD=$ROOT/build/earl_interfaces

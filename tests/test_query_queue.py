@@ -114,3 +114,18 @@ def test_wait_times_are_reported():
 def test_queue_needs_room_for_one():
     with pytest.raises(ValueError):
         QueryQueue(0, lambda t, e: None)
+
+
+def test_a_cancelled_waiting_request_leaves_the_queue_and_is_finished_once():
+    from earl_ros.model.errors import CancelledError
+
+    q, refused = make()
+    a = q.submit("a", 60)
+    b = q.submit("b", 60)
+    assert q.cancel(b, CancelledError("cancelled while queued"))
+    assert not q.cancel(b, CancelledError("again")), "finished once"
+    assert [p for p, _ in refused] == ["b"] and refused[0][1].code == "CANCELLED"
+    assert q.take(0.01) is a and q.take(0.01) is None
+    assert not q.cancel(a, CancelledError("running")), "a running request is the worker's to answer"
+    s = q.stats()
+    assert s["cancelled"] == 1 and s["accepted"] == s["answered"] + s["in_flight"]

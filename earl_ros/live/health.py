@@ -78,6 +78,7 @@ def _query_values(h: PipelineHealth) -> dict:
         "queries_accepted": q["accepted"],
         "queries_rejected_busy": q["rejected_busy"],
         "queries_expired_in_queue": q["expired"],
+        "queries_cancelled_in_queue": q["cancelled"],
         "queries_answered": q["answered"],
         "queries_in_flight": q["in_flight"],
         "queries_waiting": q["waiting"],

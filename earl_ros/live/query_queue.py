@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from earl_ros.model.errors import BusyError
+from earl_ros.model.errors import BusyError, EarlError
 
 WAIT_WINDOW = 500  # recent wait times kept for percentiles
 
@@ -41,10 +41,11 @@ class QueryQueue:
     """Bounded FIFO of tickets with counters for /diagnostics.
 
     on_finish(ticket, error): called exactly once per ticket, outside the lock; `error` is None
-    when a worker ran it (the worker reports its own outcome), else the BusyError that ended it.
+    when a worker ran it (the worker reports its own outcome), else the error that ended it
+    (BusyError: full, expired, shutting down; CancelledError: its caller cancelled it).
     """
 
-    def __init__(self, max_waiting: int, on_finish: Callable[[Ticket, BusyError | None], None]):
+    def __init__(self, max_waiting: int, on_finish: Callable[[Ticket, EarlError | None], None]):
         if max_waiting < 1:
             raise ValueError(f"max_waiting must be >= 1, got {max_waiting}")
         self.max_waiting = int(max_waiting)
@@ -57,6 +58,7 @@ class QueryQueue:
         self.accepted = 0
         self.rejected_busy = 0
         self.expired = 0
+        self.cancelled = 0
         self.answered = 0
         self.running = 0
         self._waits: deque[float] = deque(maxlen=WAIT_WINDOW)
@@ -112,6 +114,19 @@ class QueryQueue:
             self.running -= 1
             self.answered += 1
 
+    def cancel(self, ticket: Ticket, error: EarlError) -> bool:
+        """Take a still-waiting ticket out and finish it with `error`; False when a worker already
+        has it (the worker answers it) or it is finished."""
+        with self._lock:
+            if ticket._finished or ticket.started_at is not None or ticket not in self._waiting:
+                return False
+            self._waiting.remove(ticket)
+            ticket._finished = True
+            self.cancelled += 1
+            self.answered += 1
+        self._on_finish(ticket, error)
+        return True
+
     # ------------------------------------------------------------------ housekeeping
     def expire_overdue(self) -> int:
         """Refuse (BUSY) every waiting ticket past its deadline; returns how many."""
@@ -156,8 +171,8 @@ class QueryQueue:
         with self._lock:
             waits = sorted(self._waits)
             waiting = len(self._waiting)
-            out = {"accepted": self.accepted, "rejected_busy": self.rejected_busy,
-                   "expired": self.expired, "answered": self.answered, "waiting": waiting,
+            out = {"accepted": self.accepted, "rejected_busy": self.rejected_busy, "expired": self.expired,
+                   "cancelled": self.cancelled, "answered": self.answered, "waiting": waiting,
                    "running": self.running, "in_flight": waiting + self.running}
 
         def pct(q):

@@ -18,7 +18,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from earl_ros.model.errors import BusyError, EarlError, EmptyQueryError, FrameTooOldError, StaleDescriptionError
+from earl_ros.model.errors import (BusyError, CancelledError, EarlError, EmptyQueryError, FrameTooOldError,
+                                   StaleDescriptionError)
 from earl_ros.model.images import check_frame_shape
 from earl_ros.model.priority import Preempted
 
@@ -47,6 +48,8 @@ class PendingQuery:
     t_start: float  # perf_counter at arrival
     timings: dict = field(default_factory=dict)
     future: Any = None  # the node's handle for waking the waiting service call
+    progress: Any = None  # earl_ros.model.streaming.AnswerProgress: stages, text so far, cancel (the action)
+    ticket: Any = None  # its place in the queue (a cancel takes it out while it waits)
 
 
 @dataclass
@@ -248,12 +251,21 @@ class LiveSession:
                 f"the newest camera frame arrived {arrived:.2f} s ago (max_frame_age {max_age} s): the camera "
                 "stalled or newer frames were lost in transport (see frames_rejected in /diagnostics)")
 
-    def admit(self, request, response, query: str, frame: Frame, t_start: float, future=None) -> PendingQuery:
+    def admit(self, request, response, query: str, frame: Frame, t_start: float, future=None,
+              progress=None) -> PendingQuery:
         """Queue a checked query about `frame` (picked when it was asked); BusyError when the queue is full."""
         pending = PendingQuery(request, response, query, frame, t_start, {"frame_age": self.frame_age_s(frame) * 1e3},
-                               future)
-        self.queue.submit(pending, self.setting("query_timeout"))
+                               future, progress)
+        pending.ticket = self.queue.submit(pending, self.setting("query_timeout"))
         return pending
+
+    def cancel(self, pending: PendingQuery) -> None:
+        """Cancel a query: one still waiting leaves the queue at once (answered CANCELLED through the
+        refusal path); a running one stops at its model's next token (pipeline.answer raises)."""
+        if pending.progress is not None:
+            pending.progress.cancel()
+        if pending.ticket is not None:
+            self.queue.cancel(pending.ticket, CancelledError("cancelled while queued"))
 
     def _refused(self, ticket: Ticket, error: BusyError) -> None:
         self._on_refused(ticket.payload, error)
@@ -272,7 +284,7 @@ class LiveSession:
         return code, message
 
     # ================================================================ queries: answering
-    def interaction_for(self, frame: Frame, rgb, timings: dict):
+    def interaction_for(self, frame: Frame, rgb, timings: dict, progress=None):
         """(description, its age in s) for a query about `frame`, applying `stale_policy`."""
         max_age = self.setting("max_description_age")
         cur = self.description.current()
@@ -286,8 +298,10 @@ class LiveSession:
         if policy == "use" and cur is not None:
             return cur, age
         if policy == "describe":
+            if progress is not None:
+                progress.stage("describing")
             t = time.perf_counter()
-            inter = self.pipeline.describe(rgb, stamp=frame.stamp)
+            inter = self.pipeline.describe(rgb, stamp=frame.stamp, progress=progress)
             timings["describe"] = (time.perf_counter() - t) * 1e3
             self.record_description(inter, frame)
             return inter, 0.0
@@ -301,9 +315,9 @@ class LiveSession:
         t = time.perf_counter()
         rgb = frame.rgb()
         timings["ros_convert"] = (time.perf_counter() - t) * 1e3
-        inter, age = self.interaction_for(frame, rgb, timings)
+        inter, age = self.interaction_for(frame, rgb, timings, pending.progress)
         t = time.perf_counter()
-        g = self.pipeline.answer(rgb, pending.query, interaction=inter, stamp=frame.stamp)
+        g = self.pipeline.answer(rgb, pending.query, interaction=inter, stamp=frame.stamp, progress=pending.progress)
         timings["model"] = (time.perf_counter() - t) * 1e3
         return Answer(g, inter, age, rgb)
 

@@ -83,6 +83,12 @@ class UnparseableAnswerError(EarlError):
     code = "UNPARSEABLE_ANSWER"
 
 
+class CancelledError(EarlError):
+    """The caller cancelled the request (the `ask` action's cancel) before it was answered."""
+
+    code = "CANCELLED"
+
+
 ERROR_CODES = (
     "OK",
     EarlError.code,
@@ -97,6 +103,7 @@ ERROR_CODES = (
     BusyError.code,
     FrameTooOldError.code,
     UnparseableAnswerError.code,
+    CancelledError.code,
 )
 
 

@@ -30,6 +30,7 @@ from .manifest import Manifest
 from .priority import QueryPriority
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
 from .shared_base import attach_stage_adapters, same_base, stage_adapter
+from .streaming import AnswerProgress
 from .types import Grounding, Interaction
 from .vlm import CoarseModel, ResponseModel, load_vlm
 from .vlm_processing import load_processor
@@ -156,31 +157,39 @@ class EarlPipeline:
         work, _ = fit_within(img, self.max_image_side)
         return img, work
 
-    def describe(self, frame, stamp: float | None = None, background: bool = False) -> Interaction:
+    def describe(self, frame, stamp: float | None = None, background: bool = False,
+                 progress: AnswerProgress | None = None) -> Interaction:
         """Stage 1 on one frame (thread-safe; serialised on the coarse model).
 
         background=True: the live node's rolling description, which waits while queries run and may
-        raise priority.Preempted (priority.py); a plain call is part of a query or a tool's request."""
+        raise priority.Preempted (priority.py); a plain call is part of a query or a tool's request,
+        whose progress (if given) can cancel it between tokens (CancelledError)."""
         _, work = self._work_image(frame)
         if not background:
+            stop = [progress.stopping_criteria()] if progress is not None else None
             with self._stage("coarse"):
-                return self.coarse.describe(work, stamp=stamp)
+                inter = self.coarse.describe(work, stamp=stamp, stopping_criteria=stop)
+            if progress is not None:
+                progress.check()
+            return inter
         self.priority.wait_idle()
         with self._stage("coarse", query=False):
             return self.coarse.describe(work, stamp=stamp, stopping_criteria=[self.priority.stopping_criteria()])
 
     def answer(self, frame, query: str, interaction: Interaction | None = None,
-               stamp: float | None = None) -> Grounding:
+               stamp: float | None = None, progress: AnswerProgress | None = None) -> Grounding:
         """Stage 2 + masks for one (frame, query); background descriptions pause meanwhile.
 
         interaction: the rolling stage-1 result to use; None runs stage 1 on this frame first (its
         time is reported as timings_ms["coarse"]). stamp: cache key for the segmenter's image
-        embedding (None = hash of the pixels).
+        embedding (None = hash of the pixels). progress: receives the stages and the answer text
+        as generated; cancelling it ends the answer with CancelledError at the next token.
         """
         with self.priority.query():
-            return self._answer(frame, query, interaction, stamp)
+            return self._answer(frame, query, interaction, stamp, progress or AnswerProgress())
 
-    def _answer(self, frame, query: str, interaction: Interaction | None, stamp: float | None) -> Grounding:
+    def _answer(self, frame, query: str, interaction: Interaction | None, stamp: float | None,
+                progress: AnswerProgress) -> Grounding:
         t_start = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("the query is empty")
@@ -190,14 +199,18 @@ class EarlPipeline:
 
         t = time.perf_counter()
         if interaction is None:
+            progress.stage("describing")
             with self._stage("coarse"):
-                interaction = self.coarse.describe(work, stamp=stamp)
+                interaction = self.coarse.describe(work, stamp=stamp, stopping_criteria=[progress.stopping_criteria()])
         timings["coarse"] = (time.perf_counter() - t) * 1000.0
 
         t = time.perf_counter()
+        progress.stage("answering")
         with self._stage("response"):
-            raw = self.response.respond(work, query, interaction.descriptor, max_new_tokens=self.max_new_tokens)
+            raw = self.response.respond(work, query, interaction.descriptor, max_new_tokens=self.max_new_tokens,
+                                        progress=progress)
         timings["response"] = (time.perf_counter() - t) * 1000.0
+        progress.check()  # a cancelled generation stopped part-way: no parse of half an answer
 
         t = time.perf_counter()
         parsed = parse_response(raw.text)
@@ -215,6 +228,7 @@ class EarlPipeline:
         timings["parse"] = (time.perf_counter() - t) * 1000.0
 
         t = time.perf_counter()
+        progress.stage("segmenting")
         if len(boxes_arr):
             masks, scores = self.segmenter.segment(img, boxes_arr.astype(np.float32), key=stamp,
                                                    refine=self.box_refine)

@@ -350,8 +350,12 @@ class ResponseModel(_VLMStage):
         return batch.to(self.device)
 
     def generate(self, batch: PreparedBatch, num_return_sequences: int = 1, max_new_tokens: int | None = None,
-                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> Generation:
-        """Sample/greedy-decode completions for a prompt batch (row i*G + j = sample j of prompt i)."""
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 progress=None) -> Generation:
+        """Sample/greedy-decode completions for a prompt batch (row i*G + j = sample j of prompt i).
+
+        progress: an earl_ros.model.streaming.AnswerProgress that receives the text token by token
+        and stops generation when cancelled (one prompt, one sequence)."""
         g = int(num_return_sequences)
         # Greedy decoding is deterministic: G > 1 greedy answers are G copies (transformers refuses
         # num_return_sequences > 1 without sampling, so decode once and repeat).
@@ -369,6 +373,11 @@ class ResponseModel(_VLMStage):
             from transformers import LogitsProcessorList
 
             gen_kwargs["logits_processor"] = LogitsProcessorList([self._coordinate_processor])
+        if progress is not None:
+            from transformers import StoppingCriteriaList
+
+            gen_kwargs.update(streamer=progress.streamer(self.tokenizer),
+                              stopping_criteria=StoppingCriteriaList([progress.stopping_criteria()]))
         with self.injector.use(batch.descriptors):
             out = self.model.generate(**batch.inputs, **gen_kwargs)
         comp = out[:, batch.prompt_len:].repeat_interleave(repeat_after, 0)
@@ -379,11 +388,11 @@ class ResponseModel(_VLMStage):
 
     @torch.no_grad()
     def respond(self, image, query: str, descriptor=None, max_new_tokens: int | None = None, do_sample: bool = False,
-                temperature: float = 1.0, num_return_sequences: int = 1) -> RawResponse:
+                temperature: float = 1.0, num_return_sequences: int = 1, progress=None) -> RawResponse:
         """Answer one query about one image; texts are raw completions (parse with prompts.parse_response)."""
         batch = self.prepare([image], [query], None if descriptor is None else [np.asarray(descriptor, np.float32)])
         gen = self.generate(batch, num_return_sequences=num_return_sequences, max_new_tokens=max_new_tokens,
-                            do_sample=do_sample, temperature=temperature)
+                            do_sample=do_sample, temperature=temperature, progress=progress)
         f = batch.frames[0]
         return RawResponse(texts=gen.texts, scale_xy=f.scale_xy, input_hw=f.input_hw, orig_hw=f.orig_hw,
                            query=batch.queries[0], query_truncated=batch.query_truncated[0])

@@ -1,4 +1,5 @@
-"""Query client: call the node's `query` service and turn the response into the JSON contract."""
+"""Query client: call the node's `query` service (or its `ask` action) and turn the response into the
+JSON contract."""
 from __future__ import annotations
 
 import time
@@ -63,3 +64,42 @@ def call(node, client, request, timeout: float):
         client.remove_pending_request(fut)
         return None
     return fut.result()
+
+
+def make_goal(query: str, stamp_sec: float | None = None, return_mask: bool = True, publish: bool = True,
+              track: bool = False):
+    """The `ask` action's goal with the same fields as make_request."""
+    from earl_interfaces.action import Ask
+
+    req = make_request(query, stamp_sec, return_mask, publish, track)
+    return Ask.Goal(query=req.query, stamp=req.stamp, return_mask=return_mask, publish=publish, track=track)
+
+
+def ask(node, action_client, goal, timeout: float, on_feedback=None):
+    """Send an `ask` goal and wait (spinning `node`), passing each feedback to on_feedback; returns the
+    result (fields of the query response) or None on timeout. A timeout or Ctrl-C cancels the goal,
+    so the node's worker does not go on writing an answer nobody reads."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+
+    def spin_until(fut) -> bool:
+        while not fut.done() and time.monotonic() < deadline:
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=min(0.2, max(0.01, deadline - time.monotonic())))
+        return fut.done()
+
+    cb = (lambda msg: on_feedback(msg.feedback)) if on_feedback else None
+    sent = action_client.send_goal_async(goal, feedback_callback=cb)
+    handle, finished = None, False
+    try:
+        if not spin_until(sent) or not sent.result().accepted:
+            return None
+        handle = sent.result()
+        result = handle.get_result_async()
+        finished = spin_until(result)
+        return result.result().result if finished else None
+    finally:
+        if handle is not None and not finished:
+            cancel = handle.cancel_goal_async()
+            deadline = time.monotonic() + 2.0
+            spin_until(cancel)

@@ -1,4 +1,5 @@
-"""The `query` service of the `earl` node: its own node and executor thread, and the query workers.
+"""The `query` service and `ask` action of the `earl` node: their own node and executor thread, and the
+query workers.
 
 The service runs on node `earl_query` (same namespace) with its own SingleThreadedExecutor, so image
 intake never waits for it and it never waits for a model. Its handler only checks a request, picks
@@ -19,9 +20,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.task import Future
 
 from earl_ros.live.session import PendingQuery
-from earl_ros.model.errors import BusyError, EarlError
+from earl_ros.model.errors import EarlError
 
 from . import response_retry
+from .ask_action import AskAction
 from .results import fill_result, set_timings
 
 SERVICE_NAME = "query"
@@ -45,6 +47,7 @@ class QueryServer:
         self.service = self.query_node.create_service(
             Query, SERVICE_NAME, self._on_query, qos_profile=SERVICE_QOS, callback_group=ReentrantCallbackGroup())
         response_retry.install(self.service, self._on_response_event)
+        self.ask = AskAction(self)
         # a worker that finishes a request wakes the executor, which then sends the response
         self._wake = self.query_node.create_guard_condition(lambda: None)
         self.query_node.create_timer(EXPIRY_PERIOD_S, self.session.queue.expire_overdue)
@@ -66,6 +69,7 @@ class QueryServer:
 
     def destroy(self) -> None:
         try:
+            self.ask.destroy()
             self.query_node.destroy_node()
         except Exception:  # noqa: BLE001 - the main node is destroyed regardless
             pass
@@ -104,12 +108,12 @@ class QueryServer:
             s.check_frame_age(frame, stamp_ns)
             pending = s.admit(request, response, query, frame, t_start, Future())
         except EarlError as e:
-            self._finish(response, t_start, e)
+            self.finish_response(response, t_start, e)
             return response
         await pending.future
         return response
 
-    def _finish(self, response, t_start: float, error: Exception | None) -> None:
+    def finish_response(self, response, t_start: float, error: Exception | None) -> None:
         """Set the response's status fields from the session's outcome (counted once per request)."""
         code, message = self.session.outcome(error, t_start)
         response.success, response.error_code, response.message = code == "OK", code, message
@@ -123,9 +127,9 @@ class QueryServer:
             if not self.node.shutting_down():
                 raise
 
-    def on_refused(self, pending: PendingQuery, error: BusyError) -> None:
-        """The queue ended a waiting request (query_timeout, shutdown): it is answered BUSY."""
-        self._finish(pending.response, pending.t_start, error)
+    def on_refused(self, pending: PendingQuery, error: EarlError) -> None:
+        """The queue ended a waiting request: BUSY (query_timeout, shutdown) or CANCELLED (the action's cancel)."""
+        self.finish_response(pending.response, pending.t_start, error)
         self._release(pending)
 
     # ================================================================ answering (workers)
@@ -146,7 +150,7 @@ class QueryServer:
                 if not self.node.shutting_down():
                     self.log.error("query crashed:\n" + traceback.format_exc())
             queue.done(ticket)
-            self._finish(pending.response, pending.t_start, error)
+            self.finish_response(pending.response, pending.t_start, error)
             self._release(pending)
 
     def _answer(self, p: PendingQuery) -> None:

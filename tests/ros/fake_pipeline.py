@@ -16,13 +16,15 @@ class FakePipeline:
         self.delay_s = delay_s
         self.describe_calls = 0
 
-    def describe(self, frame, stamp=None, background=False):
+    def describe(self, frame, stamp=None, background=False, progress=None):
         self.describe_calls += 1
         time.sleep(self.delay_s)
         return Interaction(text=f"hands at {frame.shape[1]}x{frame.shape[0]}",
                            descriptor=np.ones(self.descriptor_dim, np.float32), stamp=stamp, latency_ms=1.0)
 
-    def answer(self, frame, query, interaction=None, stamp=None):
+    def answer(self, frame, query, interaction=None, stamp=None, progress=None):
+        if progress is not None:
+            progress.stage("answering")
         time.sleep(self.delay_s)
         h, w = frame.shape[:2]
         masks = np.zeros((1, h, w), bool)
