@@ -7,6 +7,8 @@ Arguments (all optional):
   model_dir:=DIR                       overrides model_dir from the params file when non-empty
   use_shm:=true                        sets FASTDDS_DEFAULT_PROFILES_FILE to <share>/config/fastdds_shm.xml
                                        (unless already set in the environment)
+  autostart:=true                      the lifecycle node configures and activates itself; false leaves
+                                       it unconfigured for a lifecycle manager
 
 Example: ros2 launch earl_ros earl.launch.py model_dir:=/opt/models/earl camera_topic:=/head_cam/image_raw
 """
@@ -26,7 +28,8 @@ EXECUTABLE = "earl"  # console script installed to lib/earl_ros (setup.cfg)
 def _node(context, *args, **kwargs):
     camera_topic = LaunchConfiguration("camera_topic").perform(context)
     model_dir = LaunchConfiguration("model_dir").perform(context)
-    parameters = [LaunchConfiguration("params_file")]
+    autostart = LaunchConfiguration("autostart").perform(context).lower() in ("true", "1", "yes")
+    parameters = [LaunchConfiguration("params_file"), {"autostart": autostart}]
     if model_dir:
         parameters.append({"model_dir": model_dir})
     return [
@@ -61,6 +64,8 @@ def generate_launch_description():
                               description="model directory; empty = the params file's model_dir"),
         DeclareLaunchArgument("use_shm", default_value="true",
                               description="use the shipped shared-memory Fast DDS profile"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the lifecycle node at startup"),
     ]
     if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
         actions.append(SetEnvironmentVariable(

@@ -6,7 +6,7 @@ and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (unless set in the environment). SIG
 forwarded to the node; the exit status is the node's.
 
     earl-launch --model DIR [--params FILE] [--namespace earl] [--camera-topic /camera/image_raw]
-                [--no-shm] [--print] [-- extra node arguments, e.g. -p stale_policy:=refuse]
+                [--no-shm] [--no-autostart] [--print] [-- extra node arguments, e.g. -p stale_policy:=refuse]
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def build_command(args) -> list[str]:
         cmd += ["-p", f"model_dir:={model}"]
     if args.camera_topic:
         cmd += ["-r", f"image:={args.camera_topic}", "-r", f"image/compressed:={args.camera_topic.rstrip('/')}/compressed"]
+    if args.no_autostart:
+        cmd += ["-p", "autostart:=false"]
     if args.log_level:
         cmd += ["--log-level", args.log_level]
     extra = [a for a in args.extra if a != "--"]
@@ -52,6 +54,8 @@ def parse_args(argv=None):
     ap.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC,
                     help="camera topic remapped to the node's `image` (default: %(default)s)")
     ap.add_argument("--no-shm", action="store_true", help="do not set the shared-memory Fast DDS profile")
+    ap.add_argument("--no-autostart", action="store_true",
+                    help="start the lifecycle node unconfigured: a lifecycle manager configures and activates it")
     ap.add_argument("--log-level", default=None, help="ROS log level (debug, info, warn, error)")
     ap.add_argument("--print", action="store_true", help="print the environment and command, do not run")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: extra node ROS arguments")

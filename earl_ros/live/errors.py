@@ -20,5 +20,11 @@ class InvalidRequestError(EarlError):
     code = "INVALID_REQUEST"
 
 
-ROS_ERROR_CODES = (QueryTooLongError.code, InvalidRequestError.code)
+class InactiveError(EarlError):
+    """The node is not active (lifecycle): configured but deactivated, or not configured yet."""
+
+    code = "INACTIVE"
+
+
+ROS_ERROR_CODES = (QueryTooLongError.code, InvalidRequestError.code, InactiveError.code)
 ALL_ERROR_CODES = tuple(ERROR_CODES) + ROS_ERROR_CODES

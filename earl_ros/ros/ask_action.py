@@ -50,6 +50,7 @@ class AskAction:
         goal, response, s = goal_handle.request, Query.Response(), self.session
         progress = self._progress(goal_handle)
         try:
+            self.server.node.require_active()
             query, stamp_ns = s.check_query(goal.query, goal.stamp.sec, goal.stamp.nanosec)
             frame = s.frame_for(stamp_ns)
             response.header = frame.header

@@ -1,5 +1,10 @@
 """The `earl` ROS 2 node: camera in, rolling interaction description, `query` service out.
 
+A lifecycle node: configure loads the models and creates the outputs and services; activate
+subscribes to the camera and starts the background workers; deactivate stops intake and
+answers new requests INACTIVE (models kept); cleanup frees the models; shutdown ends main().
+`autostart` (default true) configures and activates at startup.
+
 Threads (see README.md, "ROS interface"):
 - main thread: SingleThreadedExecutor spinning node `earl` (image intake, parameters,
   /diagnostics timer). Intake callbacks only validate and buffer; nothing heavy runs here.
@@ -23,18 +28,21 @@ import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.task import Future
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPolicy
 from rcl_interfaces.msg import SetParametersResult
 
+from earl_ros.live.errors import InactiveError
 from earl_ros.live.frames import Frame
 from earl_ros.live.session import LiveSession
 from earl_ros.model.errors import EarlError, debug_tracebacks
 
 from . import params as P
 from .conversions import image_to_array, stamp_to_ns
-from .diagnostics import diagnostic_array
+from .diagnostics import diagnostic_array, state_only_array
+from .memory import release_freed_memory
 from .query_server import QueryServer
 from .result_publisher import ResultPublisher
 
@@ -47,24 +55,25 @@ class StartupError(RuntimeError):
     """A configuration problem found at startup; main() prints it as one line and exits 2."""
 
 
-class EarlNode(Node):
+class EarlNode(LifecycleNode):
     def __init__(self, pipeline=None, pipeline_factory=None, **node_kwargs):
+        """pipeline: use this one instead of loading `model_dir` at configure (tests, tools)."""
         super().__init__("earl", **node_kwargs)
         self._declare_parameters()
-        self.pipeline = pipeline if pipeline is not None else self._load_pipeline(pipeline_factory)
-        self._stop = threading.Event()
-        self.session = LiveSession(self.pipeline, self._p, now_ns=lambda: self.get_clock().now().nanoseconds,
-                                   log=self._log, on_refused=lambda p, e: self.queries.on_refused(p, e),
-                                   on_description=self._publish_description)
-        self.model_id = self.session.model_id
-        self.frames, self.queue = self.session.frames, self.session.queue
+        self._given_pipeline, self._pipeline_factory = pipeline, pipeline_factory
+        self.pipeline = self.session = self.queries = self.results = self.sub = None
+        self.model_id, self.configure_error = "", ""
+        self._stop = threading.Event()  # per configuration: query workers, result publisher
+        self._stop.set()
+        self._run_stop = threading.Event()  # per activation: coarse and tracking workers
+        self._active = False
+        self._workers: list[threading.Thread] = []
+        self._entities: list = []  # publishers and services created at configure
+        self.finished = Future()  # done after the shutdown transition: main() returns
+        from diagnostic_msgs.msg import DiagnosticArray
 
-        self._create_publishers()
-        self._create_camera_input()
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diag_timer = self.create_timer(self._p("diagnostics_period"), self._publish_diagnostics)
-        self.queries = QueryServer(self)
-        self._coarse_thread = threading.Thread(target=self._run_coarse, name="earl-coarse", daemon=True)
-        self._tracking_thread = threading.Thread(target=self._run_tracking, name="earl-tracking", daemon=True)
 
     def _declare_parameters(self) -> None:
         for p in P.PARAMS:
@@ -97,19 +106,19 @@ class EarlNode(Node):
         """Relative names: the namespace comes from the launcher."""
         from earl_interfaces.msg import InteractionDescription, QueryResult, Tracks
         from earl_interfaces.srv import StopTracks
-        from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import Image
 
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
         self.pub_interaction = self.create_publisher(InteractionDescription, "interaction", 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.pub_tracks = self.create_publisher(Tracks, "tracks", 10)
         self.pub_tracks_mask = self.create_publisher(Image, "tracks/mask", out_qos)
         self.srv_stop_tracks = self.create_service(StopTracks, "track/stop", self._on_stop_tracks)
         pubs = {"answer": self.create_publisher(QueryResult, "answer", 10),
                 "mask": self.create_publisher(Image, "mask", out_qos),
                 "overlay": self.create_publisher(Image, "overlay", out_qos)}
+        self._entities = [self.pub_interaction, self.pub_tracks, self.pub_tracks_mask, self.srv_stop_tracks,
+                          *pubs.values()]
         self.results = ResultPublisher(self._publish, pubs, self._p, self.get_logger(), self._stop)
 
     def _create_camera_input(self) -> None:
@@ -129,27 +138,108 @@ class EarlNode(Node):
             self.sub = self.create_subscription(Image, "image", self._on_image, in_qos)
 
     # ================================================================ lifecycle
-    def start(self) -> None:
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load the models and create outputs, services and query workers; a failure is its one-line
+        error (logged, kept in configure_error) and the node stays unconfigured."""
+        try:
+            self.pipeline = (self._given_pipeline if self._given_pipeline is not None
+                             else self._load_pipeline(self._pipeline_factory))
+        except (StartupError, EarlError, ValueError, OSError) as e:
+            if debug_tracebacks():
+                traceback.print_exc()
+            self.configure_error = str(e)
+            self.get_logger().error(f"configure failed: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
+        self._stop = threading.Event()
+        self.session = LiveSession(self.pipeline, self._p, now_ns=lambda: self.get_clock().now().nanoseconds,
+                                   log=self._log, on_refused=lambda p, e: self.queries.on_refused(p, e),
+                                   on_description=self._publish_description)
+        self.model_id = self.session.model_id
+        self.frames, self.queue = self.session.frames, self.session.queue
+        self._create_publishers()
+        self.queries = QueryServer(self)
         self.queries.start()
-        self._coarse_thread.start()
-        self._tracking_thread.start()
         self.results.thread.start()
-        self.get_logger().info(
-            f"earl ready: model {self.model_id!r}, service {self.queries.service.service_name}, "
-            f"image topic {self.sub.topic_name}")
+        self.get_logger().info(f"earl configured: model {self.model_id!r}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._run_stop = threading.Event()
+        self._create_camera_input()
+        self._workers = [threading.Thread(target=self._run_coarse, name="earl-coarse", daemon=True),
+                         threading.Thread(target=self._run_tracking, name="earl-tracking", daemon=True)]
+        for t in self._workers:
+            t.start()
+        self._active = True
+        self.get_logger().info(f"earl ready: model {self.model_id!r}, service {self.queries.service.service_name}, "
+                               f"image topic {self.sub.topic_name}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._deactivate()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.stop()
+        if not self.finished.done():
+            self.finished.set_result(True)
+        return TransitionCallbackReturn.SUCCESS
+
+    def start(self) -> None:
+        """Configure and activate (what `autostart` does); StartupError with the one-line reason."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError(self.configure_error or "configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise StartupError("activate failed")
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Deactivate and release whatever is running (SIGTERM, shutdown)."""
+        self._deactivate(timeout)
+        self._release(timeout)
+
+    def _deactivate(self, timeout: float = 2.0) -> None:
+        """Stop intake and the background workers; new requests are answered INACTIVE."""
+        self._active = False
+        self._run_stop.set()
+        if self.session is not None:
+            self.frames.wake_all()
+        for t in self._workers:
+            t.join(timeout)
+        self._workers = []
+        if self.sub is not None:
+            self.destroy_subscription(self.sub)
+            self.sub = None
+
+    def _release(self, timeout: float = 2.0) -> None:
+        """Stop the query workers and free the models (RSS and GPU memory go back)."""
+        if self.session is None:
+            return
         self._stop.set()
         self.queue.close()
-        self.frames.wake_all()
         self.results.wake()
         self.queries.shutdown(timeout)
-        for t in (self._coarse_thread, self._tracking_thread, self.results.thread, *self.queries.threads):
+        for t in (self.results.thread, *self.queries.threads):
             if t.is_alive():
                 t.join(timeout)
+        self.queries.destroy()
+        for e in self._entities:
+            (self.destroy_service if hasattr(e, "srv_type") else self.destroy_publisher)(e)
+        self._entities = []
+        self.pipeline = self.session = self.queries = self.results = self.frames = self.queue = None
+        release_freed_memory()
+
+    def require_active(self) -> None:
+        """Called by the query service and the ask action before a request is admitted."""
+        if not self._active:
+            raise InactiveError("the node is inactive (lifecycle): activate it to serve queries")
 
     def destroy_node(self):
-        if hasattr(self, "queries"):  # absent when the constructor failed (rclpy still destroys the node)
+        if self.queries is not None:
             self.queries.destroy()
         return super().destroy_node()
 
@@ -182,7 +272,8 @@ class EarlNode(Node):
             if err:
                 return SetParametersResult(successful=False, reason=err)
         for c in changes:
-            self.session.apply_setting(c.name, c.value)
+            if self.session is not None:
+                self.session.apply_setting(c.name, c.value)
         return SetParametersResult(successful=True)
 
     # ================================================================ intake (executor thread)
@@ -198,7 +289,7 @@ class EarlNode(Node):
     # ================================================================ coarse worker
     def _run_coarse(self) -> None:
         try:
-            self.session.run_coarse(self._stop)
+            self.session.run_coarse(self._run_stop)
         except Exception:  # noqa: BLE001
             if not self.shutting_down():
                 self.session.stats.coarse["last_error"] = "coarse worker stopped: " + traceback.format_exc(limit=1)
@@ -222,7 +313,7 @@ class EarlNode(Node):
     def _run_tracking(self) -> None:
         if self.session.tracking is None:  # a pipeline without a segmenter cannot track
             return
-        self.session.tracking.run(self._stop, self._publish_tracks)
+        self.session.tracking.run(self._run_stop, self._publish_tracks)
 
     def _publish_tracks(self, update, frame: Frame) -> None:
         from .tracks import label_map_image, tracks_message
@@ -237,10 +328,15 @@ class EarlNode(Node):
 
     # ================================================================ diagnostics
     def _publish_diagnostics(self) -> None:
-        alive = {"coarse": self._coarse_thread.is_alive(), "workers": all(t.is_alive() for t in self.queries.threads)}
+        name, stamp = f"{self.get_fully_qualified_name()}: pipeline", self.get_clock().now().to_msg()
+        state = self._state_machine.current_state[1]
+        if self.session is None:
+            self.pub_diag.publish(state_only_array(name, stamp, state, self.configure_error))
+            return
+        alive = {"coarse": not self._active or self._workers[0].is_alive(),
+                 "workers": all(t.is_alive() for t in self.queries.threads)}
         health = self.session.health(self._p("device"), self._p("mask_backend"), alive, self.results)
-        self.pub_diag.publish(diagnostic_array(health, f"{self.get_fully_qualified_name()}: pipeline",
-                                               self.get_clock().now().to_msg()))
+        self.pub_diag.publish(diagnostic_array(health, name, stamp, lifecycle_state=state))
 
 
 def _quiet_model_loading() -> None:
@@ -262,25 +358,15 @@ def main(argv=None) -> int:
     try:
         try:
             node = EarlNode()
+            if node._p("autostart"):
+                node.start()
         except (StartupError, EarlError, ParameterException, ValueError, OSError) as e:
             if debug_tracebacks():
                 traceback.print_exc()
             print(f"earl: error: {e}", file=sys.stderr, flush=True)
             code = 2
-        if node is None:
-            raise _StartupFailed
-        node.start()
-        executor = SingleThreadedExecutor(context=node.context)
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except _rclpy.RCLError:
-            # SIGINT/SIGTERM shut the context down; when that races with the executor building its
-            # wait set, rclpy raises RCLError instead of ExternalShutdownException: the same clean stop.
-            if node.context.ok():
-                raise
-        finally:
-            executor.shutdown(timeout_sec=1.0)
+            raise _StartupFailed from e
+        _spin(node)
     except (KeyboardInterrupt, ExternalShutdownException, _StartupFailed):
         pass
     finally:
@@ -296,6 +382,21 @@ def main(argv=None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _spin(node: EarlNode) -> None:
+    """Until SIGINT/SIGTERM or the lifecycle shutdown transition."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        executor.spin_until_future_complete(node.finished)
+    except _rclpy.RCLError:
+        # SIGINT/SIGTERM shut the context down; when that races with the executor building its
+        # wait set, rclpy raises RCLError instead of ExternalShutdownException: the same clean stop.
+        if node.context.ok():
+            raise
+    finally:
+        executor.shutdown(timeout_sec=1.0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ class Param:
 
 
 PARAMS: tuple[Param, ...] = (
+    # lifecycle
+    Param("autostart", True, "Configure and activate at startup. false = start unconfigured and wait for "
+          "a lifecycle manager (lifecycle_msgs change_state on <ns>/earl/change_state).", read_only=True),
     # model
     Param("model_dir", "", "Model directory (with earl.yaml). Empty = the embedded default "
           "models/earl-tiny-synth if present, else the node exits with a one-line error.", read_only=True),

@@ -102,6 +102,7 @@ class QueryServer:
         t_start = time.perf_counter()
         s = self.session
         try:
+            self.node.require_active()
             query, stamp_ns = s.check_query(request.query, request.stamp.sec, request.stamp.nanosec)
             frame = s.frame_for(stamp_ns)
             response.header = frame.header
