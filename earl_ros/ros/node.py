@@ -23,7 +23,6 @@ import threading
 import time
 import traceback
 
-import numpy as np
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -35,7 +34,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityPo
 from rcl_interfaces.msg import SetParametersResult
 
 from earl_ros.live.errors import InactiveError
-from earl_ros.live.frames import Frame
 from earl_ros.live.session import LiveSession
 from earl_ros.model.errors import EarlError, debug_tracebacks
 
@@ -44,7 +42,7 @@ from .conversions import image_to_array, stamp_to_ns
 from .diagnostics import diagnostic_array, state_only_array
 from .memory import release_freed_memory
 from .query_server import QueryServer
-from .result_publisher import ResultPublisher
+from .outputs import NodeOutputs
 
 
 class _StartupFailed(Exception):
@@ -61,14 +59,13 @@ class EarlNode(LifecycleNode):
         super().__init__("earl", **node_kwargs)
         self._declare_parameters()
         self._given_pipeline, self._pipeline_factory = pipeline, pipeline_factory
-        self.pipeline = self.session = self.queries = self.results = self.sub = None
+        self.pipeline = self.session = self.queries = self.results = self.outputs = self.sub = None
         self.model_id, self.configure_error = "", ""
         self._stop = threading.Event()  # per configuration: query workers, result publisher
         self._stop.set()
         self._run_stop = threading.Event()  # per activation: coarse and tracking workers
         self._active = False
         self._workers: list[threading.Thread] = []
-        self._entities: list = []  # publishers and services created at configure
         self.finished = Future()  # done after the shutdown transition: main() returns
         from diagnostic_msgs.msg import DiagnosticArray
 
@@ -101,25 +98,6 @@ class EarlNode(LifecycleNode):
         dtype = None if self._p("dtype") == "auto" else self._p("dtype")
         return pipeline_factory(model_dir, device=self._p("device"), mask_backend=self._p("mask_backend"),
                                 dtype=dtype)
-
-    def _create_publishers(self) -> None:
-        """Relative names: the namespace comes from the launcher."""
-        from earl_interfaces.msg import InteractionDescription, QueryResult, Tracks
-        from earl_interfaces.srv import StopTracks
-        from sensor_msgs.msg import Image
-
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
-                             history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
-        self.pub_interaction = self.create_publisher(InteractionDescription, "interaction", 10)
-        self.pub_tracks = self.create_publisher(Tracks, "tracks", 10)
-        self.pub_tracks_mask = self.create_publisher(Image, "tracks/mask", out_qos)
-        self.srv_stop_tracks = self.create_service(StopTracks, "track/stop", self._on_stop_tracks)
-        pubs = {"answer": self.create_publisher(QueryResult, "answer", 10),
-                "mask": self.create_publisher(Image, "mask", out_qos),
-                "overlay": self.create_publisher(Image, "overlay", out_qos)}
-        self._entities = [self.pub_interaction, self.pub_tracks, self.pub_tracks_mask, self.srv_stop_tracks,
-                          *pubs.values()]
-        self.results = ResultPublisher(self._publish, pubs, self._p, self.get_logger(), self._stop)
 
     def _create_camera_input(self) -> None:
         """Camera input on this node, spun by the SingleThreadedExecutor in main()."""
@@ -154,10 +132,11 @@ class EarlNode(LifecycleNode):
         self._stop = threading.Event()
         self.session = LiveSession(self.pipeline, self._p, now_ns=lambda: self.get_clock().now().nanoseconds,
                                    log=self._log, on_refused=lambda p, e: self.queries.on_refused(p, e),
-                                   on_description=self._publish_description)
+                                   on_description=lambda *a: self.outputs.description(*a))
         self.model_id = self.session.model_id
         self.frames, self.queue = self.session.frames, self.session.queue
-        self._create_publishers()
+        self.outputs = NodeOutputs(self, self.session)
+        self.results = self.outputs.results
         self.queries = QueryServer(self)
         self.queries.start()
         self.results.thread.start()
@@ -227,10 +206,8 @@ class EarlNode(LifecycleNode):
             if t.is_alive():
                 t.join(timeout)
         self.queries.destroy()
-        for e in self._entities:
-            (self.destroy_service if hasattr(e, "srv_type") else self.destroy_publisher)(e)
-        self._entities = []
-        self.pipeline = self.session = self.queries = self.results = self.frames = self.queue = None
+        self.outputs.destroy()
+        self.pipeline = self.session = self.queries = self.results = self.outputs = self.frames = self.queue = None
         release_freed_memory()
 
     def require_active(self) -> None:
@@ -246,7 +223,11 @@ class EarlNode(LifecycleNode):
     def shutting_down(self) -> bool:
         return self._stop.is_set() or not self.context.ok()
 
-    def _publish(self, pub, msg) -> None:
+    @property
+    def stop_event(self) -> threading.Event:
+        return self._stop
+
+    def publish_safely(self, pub, msg) -> None:
         """Publish from a worker thread; a publish racing SIGINT/SIGTERM is dropped quietly."""
         try:
             pub.publish(msg)
@@ -255,8 +236,10 @@ class EarlNode(LifecycleNode):
                 return
             raise
 
-    def _p(self, name):
+    def get_parameter_value(self, name):
         return self.get_parameter(name).value
+
+    _p = get_parameter_value
 
     def _log(self, level: str, message: str) -> None:
         """The session's log lines; repeated warnings and errors at most every 5 s (one bad input per frame)."""
@@ -295,36 +278,12 @@ class EarlNode(LifecycleNode):
                 self.session.stats.coarse["last_error"] = "coarse worker stopped: " + traceback.format_exc(limit=1)
                 self.get_logger().error("coarse worker stopped:\n" + traceback.format_exc())
 
-    def _publish_description(self, inter, frame: Frame, lag: float) -> None:
-        """The session's new rolling description goes out on `interaction` with its frame's header."""
-        from earl_interfaces.msg import InteractionDescription
-
-        msg = InteractionDescription(
-            header=frame.header, description=inter.text,
-            descriptor_dim=int(np.asarray(inter.descriptor).size), model_id=self.model_id,
-            latency_ms=float(inter.latency_ms), lag_s=float(lag))
-        try:
-            self._publish(self.pub_interaction, msg)
-        except Exception:  # noqa: BLE001 - a failed publish must not stop the worker
-            self.get_logger().error("publishing a description failed:\n" + traceback.format_exc(),
-                                    throttle_duration_sec=5.0)
-
     # ================================================================ tracking worker
     def _run_tracking(self) -> None:
         if self.session.tracking is None:  # a pipeline without a segmenter cannot track
             return
-        self.session.tracking.run(self._run_stop, self._publish_tracks)
+        self.session.tracking.run(self._run_stop, self.outputs.track_update)
 
-    def _publish_tracks(self, update, frame: Frame) -> None:
-        from .tracks import label_map_image, tracks_message
-
-        self._publish(self.pub_tracks, tracks_message(update, frame.header))
-        self._publish(self.pub_tracks_mask, label_map_image(update.label_map, frame.header))
-
-    def _on_stop_tracks(self, request, response):
-        tracking = self.session.tracking
-        response.stopped = tracking.stop([int(i) for i in request.ids]) if tracking is not None else []
-        return response
 
     # ================================================================ diagnostics
     def _publish_diagnostics(self) -> None:

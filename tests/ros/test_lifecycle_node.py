@@ -112,9 +112,9 @@ def test_configure_activate_deactivate_cleanup_shutdown(tmp_path):
         assert lc.transition("deactivate") and lc.transition("cleanup") and lc.state() == "unconfigured"
         wait_until(lambda: not client.query_client.service_is_ready(), DISCOVERY_TIMEOUT, what="the service gone")
         rss_clean = node_rss_mb(proc)
-        # the weights go (and with them their work buffers); imported libraries stay loaded
-        weights_mb = sum(f.stat().st_size for f in EMBEDDED_MODEL.rglob("*.safetensors")) / 2**20
-        assert rss_active - rss_clean >= 0.8 * weights_mb, (rss_unconfigured, rss_active, rss_clean, weights_mb)
+        # imported libraries stay loaded and glibc keeps some freed pages, so RSS only shows that memory
+        # went back; that nothing holds the models any more is checked exactly in-process (below)
+        assert rss_clean < rss_active, (rss_unconfigured, rss_active, rss_clean)
 
         assert lc.transition("shutdown")
         assert proc.proc.wait(30) == 0
@@ -140,3 +140,32 @@ def test_a_failed_configure_is_one_line_and_the_node_stays_unconfigured(tmp_path
         proc.terminate()
     assert "Traceback" not in proc.log()
 
+
+
+def test_cleanup_leaves_no_reference_to_the_models(tmp_path):
+    """The node as a library (own context, the embedded model loaded by configure): after cleanup
+    nothing in the node, its threads or its ROS entities keeps the pipeline alive."""
+    import gc
+    import weakref
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from earl_ros.ros.node import EarlNode
+
+    ctx = Context()
+    rclpy.init(context=ctx, args=["x", "--ros-args", "-r", "__ns:=/earl_lc_ref", "-p", f"model_dir:={EMBEDDED_MODEL}"])
+    node = EarlNode(context=ctx)
+    try:
+        node.start()
+        models = [weakref.ref(node.pipeline), weakref.ref(node.pipeline.response.model),
+                  weakref.ref(node.pipeline.coarse.model), weakref.ref(node.pipeline.segmenter)]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert [m() is None for m in models] == [True] * len(models)
+        assert node.pipeline is None and node.session is None
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
