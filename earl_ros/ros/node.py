@@ -57,7 +57,6 @@ class EarlNode(LifecycleNode):
     def __init__(self, pipeline=None, pipeline_factory=None, **node_kwargs):
         """pipeline: use this one instead of loading `model_dir` at configure (tests, tools)."""
         super().__init__("earl", **node_kwargs)
-        self._declare_parameters()
         self._given_pipeline, self._pipeline_factory = pipeline, pipeline_factory
         self.pipeline = self.session = self.queries = self.results = self.outputs = self.sub = None
         self.model_id, self.configure_error = "", ""
@@ -67,6 +66,7 @@ class EarlNode(LifecycleNode):
         self._active = False
         self._workers: list[threading.Thread] = []
         self.finished = Future()  # done after the shutdown transition: main() returns
+        self._declare_parameters()  # after the attributes: a bad value raises, and rclpy destroys the node
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -216,7 +216,7 @@ class EarlNode(LifecycleNode):
             raise InactiveError("the node is inactive (lifecycle): activate it to serve queries")
 
     def destroy_node(self):
-        if self.queries is not None:
+        if getattr(self, "queries", None) is not None:
             self.queries.destroy()
         return super().destroy_node()
 
