@@ -28,6 +28,7 @@ bench: setup
 	$(PY) bench/sft_step.py
 	$(PY) bench/query_priority.py
 	$(PY) bench/ask_stream.py
+	$(PY) bench/tracking_rate.py
 	$(PY) bench/tracking.py --clips 8
 
 clean:

@@ -38,11 +38,11 @@ def bench_env() -> None:
     os.environ["AMENT_PREFIX_PATH"] = os.environ.get("AMENT_PREFIX_PATH") or sys.prefix
 
 
-def start_node(model: Path, log: Path):
+def start_node(model: Path, log: Path, extra: list[str] | None = None):
     import subprocess
 
     cmd = [sys.executable, "-m", "earl_ros.cli.launch", "--model", str(model), "--namespace", NS,
-           "--camera-topic", TOPIC, "--", "-p", "qos_reliability:=reliable"]
+           "--camera-topic", TOPIC, "--", "-p", "qos_reliability:=reliable", *(extra or [])]
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=REPO)
 
 
@@ -68,7 +68,8 @@ class Driver:
         self.executor, self.thread = spin_in_background(self.node)
         self.stop = threading.Event()
 
-    def camera(self, frames, hz: float = 30.0) -> None:
+    def camera(self, frames, hz: float = 30.0, sent: list | None = None) -> None:
+        """Publish `frames` in a loop at `hz` until stop; sent[0] counts the frames published."""
         from earl_ros.ros.conversions import array_to_image, ns_to_stamp
 
         msgs = [array_to_image(f, "rgb8") for f in frames]
@@ -78,8 +79,17 @@ class Driver:
             m.header.stamp = ns_to_stamp(time.time_ns())
             self.pub.publish(m)
             k += 1
+            if sent is not None:
+                sent[0] = k
             t_next += 1.0 / hz
             self.stop.wait(max(0.0, t_next - time.monotonic()))
+
+    def close(self) -> None:
+        import rclpy
+
+        rclpy.try_shutdown()
+        self.thread.join(5)
+        self.executor.shutdown(timeout_sec=2)
 
     def call_service(self, text: str, timeout: float = 60.0) -> tuple[float, bool]:
         from earl_ros.ros.client import make_request

@@ -47,19 +47,22 @@ class LiveTracking:
 
     def run(self, stop: threading.Event, on_update: Callable[[TrackUpdate, Frame], None]) -> None:
         """The tracking worker: while tracks run, update them on the newest frame, rate-limited."""
-        last_seq, last_t = 0, 0.0
+        last_seq, due = 0, 0.0
         while not stop.is_set():
             if not self.tracker.tracks():
                 stop.wait(0.05)
                 continue
-            wait = last_t + 1.0 / self.setting("tracking_rate") - time.monotonic()
+            wait = due - time.monotonic()
             if wait > 0:
                 stop.wait(min(wait, 0.2))
                 continue
             frame = self.frames.wait_newer(last_seq, timeout=0.2)
             if frame is None or stop.is_set():
                 continue
-            last_seq, last_t = frame.seq, time.monotonic()
+            # the next update is due one period after this one was (not after the frame came): waiting
+            # for a frame does not slow the rate below tracking_rate; a late worker does not burst
+            period, now = 1.0 / self.setting("tracking_rate"), time.monotonic()
+            last_seq, due = frame.seq, (due + period if now - due < period else now + period)
             up = self._update(frame)
             if up is not None:
                 on_update(up, frame)
