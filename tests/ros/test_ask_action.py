@@ -113,7 +113,8 @@ def test_feedback_streams_the_stages_and_the_answer_text_before_the_result(clien
 
     g = Goal(client, QUESTION).wait()
     assert g.status == GoalStatus.STATUS_SUCCEEDED and g.result.success, g.result
-    assert g.stages() == ["queued", "answering", "segmenting"]
+    # `describing` only when the rolling description is too old for the frame (stale_policy describe)
+    assert g.stages() in (["queued", "answering", "segmenting"], ["queued", "describing", "answering", "segmenting"])
     tokens = g.token_feedback()
     assert len(tokens) >= 3, "the answer text arrives token by token"
     counts = [fb.tokens for _, fb in tokens]
@@ -220,5 +221,6 @@ def test_earl_query_stream_prints_stages_and_text_then_the_json(client):
     assert out["success"] and out["entities"]
     assert 0 < out["first_token_ms"] < out["round_trip_ms"]
     lines = p.stderr.splitlines()
-    assert [ln.split("]")[0] + "]" for ln in lines if ln.startswith("[")] == ["[queued]", "[answering]", "[segmenting]"]
+    stages = [ln.split("]")[0] + "]" for ln in lines if ln.startswith("[")]
+    assert [st for st in stages if st != "[describing]"] == ["[queued]", "[answering]", "[segmenting]"]
     assert any(out["entities"][0] in ln for ln in lines), "the generated text is printed"
