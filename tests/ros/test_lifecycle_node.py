@@ -97,6 +97,8 @@ def test_configure_activate_deactivate_cleanup_shutdown(tmp_path):
 
         assert lc.transition("deactivate") and lc.state() == "inactive"
         assert client.query("which hand?", publish=False).error_code == "INACTIVE"
+        wait_until(lambda: client.diagnostics()["lifecycle_state"] == "inactive", DISCOVERY_TIMEOUT,
+                   what="/diagnostics from after the deactivation")
         received = int(client.diagnostics()["frames_received"])
         time.sleep(1.0)  # the camera keeps publishing at 10 Hz
         assert int(client.diagnostics()["frames_received"]) == received, "no intake while inactive"
