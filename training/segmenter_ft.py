@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -162,13 +161,11 @@ def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSet
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.steps, s.warmup, "cosine"))
-    start, extra = resume.restore({"segmenter": model}, opt, sched)
-    if start:
-        rng.bit_generator.state = extra["rng"]
+    start, extra = resume.restore({"segmenter": model}, opt, sched, {"batches": rng})
     out = Path(s.out)
     log = JsonlLogger(out / "segmenter_ft_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to),
-                      resume_step=start if start else None)
-    t_start = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+                      resume_step=start or None)
+    resume.start_clock()
     ious = list(extra.get("ious", []))
     for step in progress(range(start, s.steps), desc="segmenter-ft", quiet=s.quiet, initial=start, total=s.steps):
         step_iou, gn, mean_loss = _segmenter_step(seg, model, dec, data, s, rng, opt, params)
@@ -177,13 +174,12 @@ def _train_segmenter(seg, model, dec, data: _SegmenterBatches, s: SegmenterFtSet
         sched.step()
         ious.append(step_iou)
         if step % 10 == 0 or step == s.steps - 1:
-            el = time.perf_counter() - t_start
+            el = resume.elapsed()
             log.log({"stage": "segmenter-ft", "step": step + 1, "steps": s.steps,
                      "loss": mean_loss, "lowres_iou": float(np.mean(ious[-10:])),
                      "grad_norm": gn, "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
                      "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
-        resume.maybe_save(step + 1, s.steps, {"segmenter": model}, opt, sched,
-                          {"rng": rng.bit_generator.state, "ious": ious, "elapsed_s": time.perf_counter() - t_start})
+        resume.maybe_save(step + 1, s.steps, {"ious": ious})
     log.close()
     return ious
 

@@ -115,14 +115,10 @@ def _train_loop(params, batches, step_fn, lr, warmup, log_path: Path, report_to:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # params: tensors, or groups with their own lr
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(len(batches), warmup, schedule))
     params = [p for g in opt.param_groups for p in g["params"]]
-    start, extra = resume.checkpoint.restore(resume.modules, opt, sched)
-    for name, gen in resume.generators.items():
-        if name in extra.get("generators", {}):
-            gen.bit_generator.state = extra["generators"][name]
-    log = JsonlLogger(log_path, tensorboard=tensorboard_dir(log_path.parent, report_to),
-                      resume_step=start if start else None)
+    start, extra = resume.checkpoint.restore(resume.modules, opt, sched, resume.generators)
+    log = JsonlLogger(log_path, tensorboard=tensorboard_dir(log_path.parent, report_to), resume_step=start or None)
     losses = list(extra.get("losses", []))
-    t_start = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+    resume.checkpoint.start_clock()
     for step in progress(range(start, len(batches)), desc=desc, quiet=quiet, initial=start, total=len(batches)):
         t0 = time.perf_counter()
         loss = step_fn(batches[step])
@@ -139,12 +135,9 @@ def _train_loop(params, batches, step_fn, lr, warmup, log_path: Path, report_to:
             log.log({"stage": desc, "step": step + 1, "loss": float(loss.detach()),
                      **{k: float(v) for k, v in extra.items()}, "grad_norm": float(gn),
                      "lr": sched.get_last_lr()[0], "step_s": time.perf_counter() - t0,
-                     "steps": len(batches), "elapsed_s": round(time.perf_counter() - t_start, 1),
-                     "eta_s": round((time.perf_counter() - t_start) / (step + 1) * (len(batches) - step - 1), 1)})
-        resume.checkpoint.maybe_save(
-            step + 1, len(batches), resume.modules, opt, sched,
-            {"losses": losses, "elapsed_s": time.perf_counter() - t_start,
-             "generators": {n: g.bit_generator.state for n, g in resume.generators.items()}})
+                     "steps": len(batches), "elapsed_s": round(resume.checkpoint.elapsed(), 1),
+                     "eta_s": round(resume.checkpoint.elapsed() / (step + 1) * (len(batches) - step - 1), 1)})
+        resume.checkpoint.maybe_save(step + 1, len(batches), {"losses": losses})
     log.close()
     return losses
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 from training.errors import TrainingError
 from training.trainer_state import load_trainer_state, rng_state, save_trainer_state, set_rng_state
 
 DIR_NAME = "resume"
+# what a resume point holds; one written by another layout is refused, not half-read
+LAYOUT = 2
 # settings that change how a run goes, not what it computes
 _NOT_FINGERPRINTED = {"quiet", "threads", "report_to", "resume_every", "device", "out", "vision_cache"}
 
@@ -31,23 +34,32 @@ def fingerprint(settings) -> dict:
 
 
 class StageCheckpoint:
-    """OUT/resume/ of one stage: `restore` at the start, `maybe_save` after each step, `finish` at the end."""
+    """OUT/resume/ of one stage: `restore` at the start (it names what is saved), `start_clock` where
+    the loop's time starts, `maybe_save` after each step, `finish` at the end. `elapsed()` is the
+    loop's time including the runs it resumes."""
 
     def __init__(self, out: str | Path, stage: str, settings, every: int):
         self.dir = Path(out) / DIR_NAME
         self.stage, self.every = stage, int(every)
         self.settings = fingerprint(settings)
+        self._parts: tuple = ({}, None, None, {})
+        self._elapsed_before, self._t0 = 0.0, time.perf_counter()
 
-    def restore(self, modules: dict, opt, sched) -> tuple[int, dict]:
-        """Load the saved state into modules/opt/sched; (steps already done, the loop's extra state).
+    def restore(self, modules: dict, opt, sched, generators: dict | None = None) -> tuple[int, dict]:
+        """Load the saved state into modules / opt / sched and the numpy generators the batches draw
+        from (later resume points save the same objects); (steps already done, the loop's extra state).
 
         (0, {}) when there is nothing to resume: the stage starts from the beginning."""
+        self._parts = (modules, opt, sched, generators or {})
         old = self.dir.with_name(DIR_NAME + ".old")
         if not self.dir.exists() and old.exists():  # killed between the two renames of maybe_save
             old.rename(self.dir)
         if not (self.dir / "trainer_state.json").is_file():
             return 0, {}
         st = load_trainer_state(self.dir)
+        if st.get("layout") != LAYOUT:
+            raise TrainingError(f"{self.dir} was written by another version of this stage (resume layout "
+                                f"{st.get('layout', 1)}, this one reads {LAYOUT}); delete it to start the stage over")
         if st.get("stage") != self.stage or st.get("settings") != self.settings:
             raise TrainingError(f"{self.dir} holds a {st.get('stage')} run with other settings than this "
                                 f"{self.stage} run ({_difference(st.get('settings') or {}, self.settings)}); "
@@ -57,24 +69,35 @@ class StageCheckpoint:
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         set_rng_state(st["rng"])
+        for name, gen in (generators or {}).items():
+            gen.bit_generator.state = st["generators"][name]
+        self._elapsed_before = float(st["elapsed_s"])
         print(f"[{self.stage}] resuming after step {st['step']} from {self.dir} "
               f"(delete it to start the stage over)", flush=True)
         return int(st["step"]), st.get("extra") or {}
 
-    def maybe_save(self, step: int, total: int, modules: dict, opt, sched, extra: dict | None = None) -> None:
+    def start_clock(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._t0
+
+    def maybe_save(self, step: int, total: int, extra: dict | None = None) -> None:
         """After `step` steps: save every `every` steps (never after the last one; the stage's output
         follows at once). Written to a sibling directory and renamed, so a kill mid-write leaves the
         previous resume point whole."""
         if self.every <= 0 or step % self.every or step >= total:
             return
+        modules, opt, sched, generators = self._parts
         tmp = self.dir.with_name(DIR_NAME + ".partial")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_trainer_state(tmp, {"stage": self.stage, "settings": self.settings, "step": step,
+        save_trainer_state(tmp, {"layout": LAYOUT, "stage": self.stage, "settings": self.settings, "step": step,
                                  "modules": {n: m.state_dict() for n, m in modules.items()},
                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "rng": rng_state(), "extra": extra or {}})
+                                 "rng": rng_state(), "generators": {n: g.bit_generator.state for n, g in generators.items()},
+                                 "elapsed_s": self.elapsed(), "extra": extra or {}})
         old = self.dir.with_name(DIR_NAME + ".old")
         if self.dir.exists():
             self.dir.rename(old)

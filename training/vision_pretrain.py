@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -239,10 +238,10 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
     start, extra = resume.restore(trained, opt, sched)
     train.next_index = int(extra.get("images", 0))
     log = JsonlLogger(out / "vision_pretrain_log.jsonl", tensorboard=tensorboard_dir(out, s.report_to),
-                      resume_step=start if start else None)
+                      resume_step=start or None)
     before = extra.get("val_before") or _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge,
                                                                        "vision-val"), s.val_images)
-    t0 = time.perf_counter() - float(extra.get("elapsed_s", 0.0))
+    resume.start_clock()
     for step in progress(range(start, s.steps), desc="vision-pretrain", quiet=s.quiet, initial=start,
                          total=s.steps):
         px, thw, soft = train.batch(s.batch_images)
@@ -254,15 +253,13 @@ def vision_pretrain(s: VisionPretrainSettings) -> Path:
         opt.step()
         sched.step()
         if step % 10 == 0 or step == s.steps - 1:
-            el = time.perf_counter() - t0
+            el = resume.elapsed()
             lv = [float(x.detach()) for x in losses]
             log.log({"stage": "vision-pretrain", "step": step + 1, "steps": s.steps, "loss": sum(lv),
                      "class_loss": lv[0], "colour_loss": lv[1], "role_loss": lv[2],
                      "grad_norm": float(gn), "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1),
                      "eta_s": round(el / (step + 1) * (s.steps - step - 1), 1)})
-        resume.maybe_save(step + 1, s.steps, trained, opt, sched,
-                          {"images": train.next_index, "val_before": before,
-                           "elapsed_s": time.perf_counter() - t0})
+        resume.maybe_save(step + 1, s.steps, {"images": train.next_index, "val_before": before})
     after = _score(visual, heads, _Batcher(proc, s.seed, s.style, s.size, merge, "vision-val"),
                    s.val_images)
     visual.eval()
