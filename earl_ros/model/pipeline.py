@@ -166,15 +166,18 @@ class EarlPipeline:
         whose progress (if given) can cancel it between tokens (CancelledError)."""
         _, work = self._work_image(frame)
         if not background:
-            stop = [progress.stopping_criteria()] if progress is not None else None
-            with self._stage("coarse"):
-                inter = self.coarse.describe(work, stamp=stamp, stopping_criteria=stop)
-            if progress is not None:
-                progress.check()
-            return inter
+            return self._describe_work(work, stamp, progress)
         self.priority.wait_idle()
         with self._stage("coarse", query=False):
             return self.coarse.describe(work, stamp=stamp, stopping_criteria=[self.priority.stopping_criteria()])
+
+    def _describe_work(self, work, stamp: float | None, progress: AnswerProgress | None) -> Interaction:
+        stop = [progress.stopping_criteria()] if progress is not None else None
+        with self._stage("coarse"):
+            inter = self.coarse.describe(work, stamp=stamp, stopping_criteria=stop)
+        if progress is not None:
+            progress.check()
+        return inter
 
     def answer(self, frame, query: str, interaction: Interaction | None = None,
                stamp: float | None = None, progress: AnswerProgress | None = None) -> Grounding:
@@ -186,10 +189,10 @@ class EarlPipeline:
         as generated; cancelling it ends the answer with CancelledError at the next token.
         """
         with self.priority.query():
-            return self._answer(frame, query, interaction, stamp, progress or AnswerProgress())
+            return self._answer(frame, query, interaction, stamp, progress)
 
     def _answer(self, frame, query: str, interaction: Interaction | None, stamp: float | None,
-                progress: AnswerProgress) -> Grounding:
+                progress: AnswerProgress | None) -> Grounding:
         t_start = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("the query is empty")
@@ -198,19 +201,20 @@ class EarlPipeline:
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
+        # a plain call (the service) has no listener: its steps are no-ops and nothing streams
+        steps = progress or AnswerProgress()
         if interaction is None:
-            progress.stage("describing")
-            with self._stage("coarse"):
-                interaction = self.coarse.describe(work, stamp=stamp, stopping_criteria=[progress.stopping_criteria()])
+            steps.stage("describing")
+            interaction = self._describe_work(work, stamp, progress)
         timings["coarse"] = (time.perf_counter() - t) * 1000.0
 
         t = time.perf_counter()
-        progress.stage("answering")
+        steps.stage("answering")
         with self._stage("response"):
             raw = self.response.respond(work, query, interaction.descriptor, max_new_tokens=self.max_new_tokens,
                                         progress=progress)
         timings["response"] = (time.perf_counter() - t) * 1000.0
-        progress.check()  # a cancelled generation stopped part-way: no parse of half an answer
+        steps.check()  # a cancelled generation stopped part-way: no parse of half an answer
 
         t = time.perf_counter()
         parsed = parse_response(raw.text)
@@ -228,7 +232,7 @@ class EarlPipeline:
         timings["parse"] = (time.perf_counter() - t) * 1000.0
 
         t = time.perf_counter()
-        progress.stage("segmenting")
+        steps.stage("segmenting")
         if len(boxes_arr):
             masks, scores = self.segmenter.segment(img, boxes_arr.astype(np.float32), key=stamp,
                                                    refine=self.box_refine)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import time
 
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.task import Future
 
-from earl_ros.model.errors import EarlError
 from earl_ros.model.streaming import AnswerProgress
 
 ACTION_NAME = "ask"
@@ -46,24 +44,14 @@ class AskAction:
     async def _execute(self, goal_handle):
         from earl_interfaces.srv import Query
 
-        t_start = time.perf_counter()
-        goal, response, s = goal_handle.request, Query.Response(), self.session
-        progress = self._progress(goal_handle)
-        try:
-            self.server.node.require_active()
-            query, stamp_ns = s.check_query(goal.query, goal.stamp.sec, goal.stamp.nanosec)
-            frame = s.frame_for(stamp_ns)
-            response.header = frame.header
-            s.check_frame_age(frame, stamp_ns)
-            progress.stage("queued")  # before admission: a worker may take it at once
-            pending = s.admit(goal, response, query, frame, t_start, Future(), progress)
-        except EarlError as e:
-            self.server.finish_response(response, t_start, e)
+        response = Query.Response()
+        pending = self.server.admit(goal_handle.request, response, time.perf_counter(), self._progress(goal_handle))
+        if pending is None:
             return self._result(goal_handle, response)
         key = bytes(goal_handle.goal_id.uuid)
         self._running[key] = pending
         if goal_handle.is_cancel_requested:  # cancelled before it was admitted
-            s.cancel(pending)
+            self.session.cancel(pending)
         try:
             await pending.future
         finally:
@@ -73,16 +61,11 @@ class AskAction:
     def _progress(self, goal_handle) -> AnswerProgress:
         """Feedback messages from the worker thread, one per stage and one per generated token."""
         Feedback = self.Ask.Feedback
-        state = {"stage": ""}
-
-        def on_stage(stage: str) -> None:
-            state["stage"] = stage
-            goal_handle.publish_feedback(Feedback(stage=stage))
-
-        def on_text(text: str, tokens: int) -> None:
-            goal_handle.publish_feedback(Feedback(stage=state["stage"], text=text, tokens=tokens))
-
-        return AnswerProgress(on_stage=on_stage, on_text=on_text)
+        progress = AnswerProgress(
+            on_stage=lambda stage: goal_handle.publish_feedback(Feedback(stage=stage)),
+            on_text=lambda text, tokens: goal_handle.publish_feedback(
+                Feedback(stage=progress.stage_name, text=text, tokens=tokens)))
+        return progress
 
     def _result(self, goal_handle, response):
         result = self.Ask.Result(**{f: getattr(response, f) for f in RESPONSE_FIELDS})

@@ -99,7 +99,14 @@ class QueryServer:
         A coroutine: rclpy's executor resumes it when a worker has answered (the worker triggers
         `_wake`), then sends the response. Every request leaves here with exactly one response.
         """
-        t_start = time.perf_counter()
+        pending = self.admit(request, response, time.perf_counter())
+        if pending is not None:
+            await pending.future
+        return response
+
+    def admit(self, request, response, t_start: float, progress=None) -> PendingQuery | None:
+        """Check a `query` request or `ask` goal, pick its frame and queue it; None when it was answered
+        at once (its error is in `response`). `progress` (the action's) reports `queued` first."""
         s = self.session
         try:
             self.node.require_active()
@@ -107,12 +114,12 @@ class QueryServer:
             frame = s.frame_for(stamp_ns)
             response.header = frame.header
             s.check_frame_age(frame, stamp_ns)
-            pending = s.admit(request, response, query, frame, t_start, Future())
+            if progress is not None:
+                progress.stage("queued")  # before admission: a worker may take it at once
+            return s.admit(request, response, query, frame, t_start, Future(), progress)
         except EarlError as e:
             self.finish_response(response, t_start, e)
-            return response
-        await pending.future
-        return response
+            return None
 
     def finish_response(self, response, t_start: float, error: Exception | None) -> None:
         """Set the response's status fields from the session's outcome (counted once per request)."""
