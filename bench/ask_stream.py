@@ -84,6 +84,18 @@ class Driver:
             t_next += 1.0 / hz
             self.stop.wait(max(0.0, t_next - time.monotonic()))
 
+    def warm_up(self, frames, log: Path, sent: list | None = None) -> None:
+        """Wait for the node's service and action, start the camera (30 Hz) and wait for a first
+        answer (a frame and a description exist); RuntimeError naming the node's log if it never comes."""
+        if not self.query.wait_for_service(timeout_sec=120) or not self.ask.wait_for_server(timeout_sec=30):
+            raise RuntimeError(f"the node did not come up; its log: {log}")
+        threading.Thread(target=self.camera, args=(frames, 30.0, sent), daemon=True).start()
+        deadline = time.monotonic() + 60
+        while not self.call_service("which hand?")[1].success:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no answer within 60 s; the node's log: {log}")
+            time.sleep(0.5)
+
     def close(self) -> None:
         import rclpy
 
@@ -91,15 +103,16 @@ class Driver:
         self.thread.join(5)
         self.executor.shutdown(timeout_sec=2)
 
-    def call_service(self, text: str, timeout: float = 60.0) -> tuple[float, bool]:
+    def call_service(self, text: str, timeout: float = 60.0, track: bool = False):
+        """(round trip ms, the query response) of one `query` call."""
         from earl_ros.ros.client import make_request
 
         done, t0 = threading.Event(), time.perf_counter()
-        fut = self.query.call_async(make_request(text, publish=False))
+        fut = self.query.call_async(make_request(text, publish=False, track=track))
         fut.add_done_callback(lambda _f: done.set())
         if not done.wait(timeout):
             raise RuntimeError(f"no service response within {timeout} s")
-        return (time.perf_counter() - t0) * 1e3, fut.result().success
+        return (time.perf_counter() - t0) * 1e3, fut.result()
 
     def send_goal(self, text: str, timeout: float = 60.0) -> tuple[float, float, bool]:
         """(first token ms, result ms, success) of one goal."""
@@ -135,9 +148,9 @@ def measure(drv: Driver, n: int, period: float) -> dict:
     for i in range(n):
         text = QUESTIONS[i % len(QUESTIONS)]
         time.sleep(max(0.0, t0 + 2 * i * period - time.monotonic()))
-        ms, ok = drv.call_service(text)
+        ms, resp = drv.call_service(text)
         svc.append(ms)
-        failed += not ok
+        failed += not resp.success
         time.sleep(max(0.0, t0 + (2 * i + 1) * period - time.monotonic()))
         f, r, ok = drv.send_goal(text)
         first.append(f)
@@ -176,19 +189,14 @@ def main(argv=None) -> int:
     node = start_node(Path(a.model), log)
     drv = Driver()
     try:
-        if not drv.query.wait_for_service(timeout_sec=120) or not drv.ask.wait_for_server(timeout_sec=30):
-            print(f"ask_stream: the node did not come up; its log: {log}", file=sys.stderr)
-            return 1
-        threading.Thread(target=drv.camera, args=(demo_frames(640, 480, 12),), daemon=True).start()
-        deadline = time.monotonic() + 60
-        while not drv.call_service("which hand?")[1]:  # warm: a frame and a description exist
-            if time.monotonic() > deadline:
-                print(f"ask_stream: no answer within 60 s; node log: {log}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        drv.warm_up(demo_frames(640, 480, 12), log)
         res = measure(drv, a.queries, a.period)
+    except RuntimeError as e:
+        print(f"ask_stream: {e}", file=sys.stderr)
+        return 1
     finally:
         drv.stop.set()
+        drv.close()
         stop_node(node)
     text = report(res, a)
     Path(a.out).write_text(text)

@@ -72,17 +72,11 @@ def camera_frames(seed: int = 9100, n: int = 60) -> list:
 
 def start_tracks(drv: Driver, want: int, timeout: float = 60.0) -> int:
     """Tracked questions until `want` tracks run (track_mode add); returns how many run."""
-    from earl_ros.ros.client import make_request
-
     running, t0, i = 0, time.monotonic(), 0
     while running < want and time.monotonic() - t0 < timeout:
-        req = make_request(QUESTIONS[i % len(QUESTIONS)], publish=False, track=True)
-        done = threading.Event()
-        fut = drv.query.call_async(req)
-        fut.add_done_callback(lambda _f: done.set())
-        done.wait(60)
-        if fut.done() and fut.result().success:
-            running = min(want, running + len(fut.result().track_ids))
+        resp = drv.call_service(QUESTIONS[i % len(QUESTIONS)], track=True)[1]
+        if resp.success:
+            running = min(want, running + len(resp.track_ids))
         i += 1
     return running
 
@@ -109,12 +103,7 @@ def run_rate(model: Path, rate: float, seconds: float) -> dict:
     counter = TrackCounter(drv)
     sent = [0]
     try:
-        if not drv.query.wait_for_service(timeout_sec=120):
-            raise RuntimeError(f"the node did not come up; its log: {log}")
-        threading.Thread(target=drv.camera, args=(camera_frames(), 30.0, sent), daemon=True).start()
-        deadline = time.monotonic() + 60
-        while not drv.call_service("which hand?")[1] and time.monotonic() < deadline:
-            time.sleep(0.5)
+        drv.warm_up(camera_frames(), log, sent)
         tracks = start_tracks(drv, 3)
         print(f"[tracking_rate] rate {rate:g}: {tracks} tracks started", flush=True)
         time.sleep(1.0)
