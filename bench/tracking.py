@@ -5,8 +5,9 @@ Clips: training/data/synth_clips.py, one synthetic scene seen through a camera t
 rolls (exact masks on every frame), 40 frames at 10 Hz, seeds 9000.. (never used for training). On
 each clip the first hand is asked about ("Where is my left hand?") and, if it holds something, what
 it holds ("What is my left hand holding?"), on the first frame, with the embedded model. Then:
-  track (flow / box)   the named entity is followed by earl_ros/live/tracking.py on frames 1..39
-                       (flow also with the segmenter on every 5th frame only)
+  track (flow / box / memory)   the named entity is followed by earl_ros/live/tracking.py on frames
+                       1..39 (flow also with the segmenter on every 5th frame only; memory where the
+                       model has SAM 2 video memory)
   re-ask               the same question is answered again on every frame (with the first frame's
                        description, as the node's rolling description would give)
 Reported: mean mask IoU with the exact mask over frames 1..39 (0 on frames where the entity was not
@@ -51,7 +52,8 @@ def _mask_of(g, name):
 def track_clip(pipe, clip, g0, name, gt, method: str, segment_every: int = 1) -> tuple[list[float], list[float]]:
     from earl_ros.live.tracking import TRACKING, EntityTracker, TrackerSettings
 
-    tracker = EntityTracker(pipe.segmenter, TrackerSettings(method=method, segment_every=segment_every))
+    tracker = EntityTracker(pipe.segmenter, TrackerSettings(method=method, segment_every=segment_every),
+                            video=pipe.video_memory)
     tracker.start(g0, clip.frames[0])
     ious, ms = [], []
     for k in range(1, len(clip.frames)):
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     pipe = EarlPipeline.from_dir(a.model)
     rows = {"track (flow)": ([], []), "track (flow, segmenter every 5th frame)": ([], []), "track (box)": ([], []),
-            "re-ask every frame": ([], [])}
+            **({"track (memory)": ([], [])} if pipe.video_memory is not None else {}), "re-ask every frame": ([], [])}
     named = 0
     for seed in range(a.seed0, a.seed0 + a.clips):
         clip = moving_clip(seed, n_frames=a.frames, split="bench")
@@ -106,8 +108,8 @@ def main(argv=None) -> int:
                 if label == "re-ask every frame":
                     i, m = reask_clip(pipe, clip, q, inter, name, gt)
                 else:
-                    i, m = track_clip(pipe, clip, g0, name, gt, "box" if "box" in label else "flow",
-                                      5 if "5th" in label else 1)
+                    method = next(m for m in ("box", "memory", "flow") if m in label)
+                    i, m = track_clip(pipe, clip, g0, name, gt, method, 5 if "5th" in label else 1)
                 ious.append(float(np.mean(i)))
                 ms.extend(m)
             print(seed, q, {k: round(v[0][-1], 3) for k, v in rows.items()}, flush=True)

@@ -1,4 +1,5 @@
-"""`python -m training <command>`: synth | vision-pretrain | sft-coarse | descriptors | segmenter-ft | segmenter-eval |
+"""`python -m training <command>`: synth | vision-pretrain | sft-coarse | descriptors | segmenter-ft | video-memory |
+segmenter-eval |
 sft-response | grpo | eval | export | recipe | plot.
 
 Every command takes `--config FILE` (YAML of option: value, keys spelled like the options); explicit

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from training.errors import SettingsError
 from training.settings import (DescriptorsSettings, EvalSettings, ExportSettings, GrpoSettings, SegmenterEvalSettings,
                                SegmenterFtSettings, SftCoarseSettings, SftResponseSettings, SynthSettings,
-                               VisionPretrainSettings, to_argv)
+                               VideoMemorySettings, VisionPretrainSettings, to_argv)
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,12 @@ def _descriptors(s):
     return extract_descriptors(s)
 
 
+def _video_memory(s):
+    from training.video_memory import video_memory
+
+    return video_memory(s)
+
+
 def _segmenter_ft(s):
     from training.segmenter_ft import segmenter_ft
 
@@ -119,6 +125,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             DescriptorsSettings, ("model", "data", "out"), _descriptors),
     Command("segmenter-ft", "Fine-tune the model dir's SAM / SAM 2 segmenter box -> mask on a dataset's masks.",
             SegmenterFtSettings, ("model", "data", "out"), _segmenter_ft),
+    Command("video-memory", "Train the SAM 2 segmenter's video memory on synthetic clips (tracking_method: memory).",
+            VideoMemorySettings, ("model", "out"), _video_memory),
     Command("segmenter-eval", "Score the model dir's segmenter prompted with ground-truth boxes (cIoU ceiling).",
             SegmenterEvalSettings, ("model", "data"), _segmenter_eval),
     Command("sft-response", "Response SFT warm-up: image + query (+ descriptor via AFS) -> answer + boxes.",

@@ -91,6 +91,8 @@ def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | No
     r["path"], r["lora"], r["afs"] = _abs(src, r.get("path")), _abs(src, r.get("lora")), _abs(src, r.get("afs"))
     s = dict(raw["segmenter"])
     s["path"], s["decoder_onnx"] = _abs(src, s.get("path")), _abs(src, s.get("decoder_onnx"))
+    if s.get("video_memory"):
+        s["video_memory"] = _abs(src, s["video_memory"])
     c.update(coarse or {})
     r.update(response or {})
     data.update(coarse=c, response=r, segmenter=s)

@@ -67,6 +67,8 @@ def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | 
     _export_vlm(m.response.path, m.response.lora, out / "response")
     _copy_dir(m.response.afs, out / "afs")
     _copy_dir(m.segmenter.path, out / "sam")
+    if m.segmenter.video_memory is not None:
+        _copy_dir(m.segmenter.video_memory, out / "sam_video")
     data = {
         "format": raw.get("format", "earl-model/1"),
         "name": name or raw.get("name", out.name),
@@ -75,7 +77,8 @@ def export_model_dir(model_dir, out_dir, name: str | None = None, extra: dict | 
         "response": {"path": "response", "lora": None, "afs": "afs", "afs_alpha": float(m.response.afs_alpha),
                      "coordinates": m.response.coordinates if coordinates is None else coordinates},
         "segmenter": {"type": m.segmenter.type, "path": "sam", "decoder_onnx": None,
-                      "box_refine": int(m.segmenter.box_refine if box_refine is None else box_refine)},
+                      "box_refine": int(m.segmenter.box_refine if box_refine is None else box_refine),
+                      **({"video_memory": "sam_video"} if m.segmenter.video_memory is not None else {})},
         "limits": dict(m.limits),
     }
     if raw.get("tiny"):

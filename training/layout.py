@@ -13,6 +13,7 @@ back; spelling the names once keeps the two from drifting apart.
     OUT/sft/  OUT/grpo/final/                   the shipped (AFS) arm
     OUT/sft_nodesc/  OUT/grpo_nodesc/final/     the no-descriptor ablation arm
     OUT/seed<S>/...      a training-seed repeat of both arms (same names below it)
+    OUT/video/           the selected stage with the segmenter's video memory trained: what is exported
     OUT/logs/  OUT/eval/  OUT/selection.json  OUT/recipe*.json
 """
 from __future__ import annotations
@@ -61,6 +62,10 @@ class RunLayout:
     @property
     def stage1(self) -> Path:
         return self.root / "stage1"
+
+    @property
+    def video(self) -> Path:
+        return self.root / "video"
 
     # response arms
     @property

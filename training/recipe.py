@@ -17,7 +17,9 @@ reproducible by hand, see the printed commands and OUT/recipe.json):
                       held-out test seeds), each with every candidate response.coordinates decoding
                       (greedy / mean) and every segmenter.box_refine count (0-5, same answers, only
                       the segmenter reruns); the best combination is exported
-  7. export           self-contained model dir (LoRA merged, relative paths) -> --model-out
+  7. video-memory     the segmenter's SAM 2 video memory (tracking_method: memory), trained on
+                      synthetic clips around the selected model's segmenter
+  8. export           self-contained model dir (LoRA merged, relative paths) -> --model-out
 
 The no-descriptor ablation (same data, stage-1 models, steps and hyper-parameters, zero
 descriptors: AFS off) is a second command, `recipe tiny-synth --ablation no-descriptor`, which reuses
@@ -53,7 +55,7 @@ from training.commands import COMMANDS
 from training.errors import SettingsError, TrainingError, run_reporting_errors
 from training.layout import RunLayout
 from training.settings import (OneLineParser, DescriptorsSettings, GrpoSettings, SegmenterFtSettings, SftCoarseSettings,
-                               SftResponseSettings, SynthSettings, VisionPretrainSettings)
+                               SftResponseSettings, SynthSettings, VideoMemorySettings, VisionPretrainSettings)
 
 # The recipe (full scale). Chosen by profiling on 2 CPU cores: see docs/training.md.
 TINY_SYNTH = {
@@ -74,6 +76,7 @@ TINY_SYNTH = {
              "warmup": 0.05, "lr_schedule": "linear", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
              "segmenter": "model", "save_every": 50},
     "select": {"val_images": 50, "box_refine_rounds": [0, 1, 2, 3, 4, 5], "coordinates": ["greedy", "mean"]},
+    "video_memory": {"steps": 1500, "lr": 2e-3, "clip_frames": 6},
 }
 
 QUICK = {
@@ -84,6 +87,7 @@ QUICK = {
     "sft_response": {"epochs": 0.2},
     "grpo": {"steps": 2, "save_every": 0},
     "select": {"val_images": 2},
+    "video_memory": {"steps": 2, "clip_frames": 3, "val_clips": 1, "val_frames": 3},
 }
 
 
@@ -97,7 +101,8 @@ def recipe_config(scale: str = "full") -> dict:
 
 # the configuration sections that are a training command's settings
 SECTION_SETTINGS = {"synth": SynthSettings, "vision_pretrain": VisionPretrainSettings, "sft_coarse": SftCoarseSettings,
-                    "segmenter_ft": SegmenterFtSettings, "sft_response": SftResponseSettings, "grpo": GrpoSettings}
+                    "segmenter_ft": SegmenterFtSettings, "sft_response": SftResponseSettings, "grpo": GrpoSettings,
+                    "video_memory": VideoMemorySettings}
 
 
 def _refuse_unknown(cls, section: str, values: dict) -> None:
@@ -385,13 +390,22 @@ class Recipe:
 
         grpo_val_curve(self.layout, self.cfg["select"]["val_images"], self.cfg["grpo"]["steps"])
 
+    def _selected(self) -> tuple[dict, str, Path]:
+        sel = json.loads(self.layout.selection.read_text())
+        best = sel["selected"]
+        return sel, best, {"sft": self.layout.sft, "grpo": self.layout.grpo_final}[best]
+
+    def _video_memory_step(self) -> Step:
+        c, L = self.cfg, self.layout
+        return Step("video-memory", L.video / "earl.yaml", "video-memory", section_settings(
+            VideoMemorySettings, "video_memory", c["video_memory"], model=str(self._selected()[2]), out=str(L.video),
+            quiet=True, threads=c["threads"], device=self.device))
+
     def _export(self) -> None:
         from training.export import export_model_dir
 
-        sel = json.loads(self.layout.selection.read_text())
-        best = sel["selected"]
-        stage_dir = {"sft": self.layout.sft, "grpo": self.layout.grpo_final}[best]
-        export_model_dir(stage_dir, self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
+        sel, best, _ = self._selected()
+        export_model_dir(self.layout.video, self.model_out, name="earl-tiny-synth", box_refine=sel.get("box_refine", 0),
                          coordinates=sel.get("coordinates", "greedy"),
                          extra={"recipe": "python -m training recipe tiny-synth", "selected_stage": best,
                                 "stage_seconds": dict(self.times)})
@@ -420,6 +434,9 @@ class Recipe:
         if "select" in self.ran:  # a new selection: its val curve is drawn again at its decoding
             (L.grpo / "val_log.jsonl").unlink(missing_ok=True)
         self.stage("val-curve", L.grpo / "val_log.jsonl", self._val_curve)
+        if "select" in self.ran:  # a new selection: the video memory is trained around it again
+            shutil.rmtree(L.video, ignore_errors=True)
+        self.run_step(self._video_memory_step())
         if self.model_out is not None:
             self.stage("export", Path("/nonexistent-always-run"), self._export)
         self.finished = True

@@ -173,6 +173,26 @@ class SegmenterFtSettings(ModelDataSettings):
 
 
 @dataclass
+class VideoMemorySettings:
+    model: str | None = opt(None, "input EARL model dir (its SAM 2 segmenter gains the memory)")
+    out: str | None = opt(None, "output model dir (--model with segmenter.video_memory)")
+    steps: int = opt(600)
+    clip_frames: int = opt(6, "frames per training clip: the first gives the mask, the rest are asked from memory")
+    lr: float = opt(1e-3)
+    warmup: float = opt(0.05)
+    motion: float = opt(1.0, "largest camera motion of a clip (each draws one in 0.3..this; synth_clips.py)")
+    style: str = opt("default", "synthetic scene style", choices=STYLES)
+    val_clips: int = opt(8, "fresh clips scored at the end (split memory-val)")
+    val_frames: int = opt(20, "frames per validation clip")
+    seed: int = opt(0)
+    resume_every: int = opt(100, _RESUME_EVERY_HELP, metavar="N")
+    device: str = opt("cpu")
+    threads: int | None = opt(None, "torch CPU threads")
+    quiet: bool = opt(False, "no progress bar")
+    report_to: str = opt("auto", _REPORT_TO_HELP, choices=REPORT_TO)
+
+
+@dataclass
 class SegmenterEvalSettings(ModelDataSettings):
     split: str = opt("test")
     out: str | None = opt(None, "write the metrics as JSON")

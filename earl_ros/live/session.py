@@ -132,10 +132,16 @@ class LiveSession:
         self._on_description = on_description or (lambda inter, frame, lag: None)
         self.queue = QueryQueue(settings("max_pending_queries"), self._refused)
         segmenter = getattr(pipeline, "segmenter", None)
-        self.tracking = LiveTracking(segmenter, self.frames, settings, log) if segmenter is not None else None
+        self.tracking = (LiveTracking(segmenter, self.frames, settings, log, getattr(pipeline, "video_memory", None))
+                         if segmenter is not None else None)
         self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
 
     # ================================================================ settings changed at runtime
+    def check_setting(self, name: str, value) -> str | None:
+        """Why the session cannot take `value` for `name` (None: it can): what the parameter's range
+        alone cannot say, e.g. tracking by memory on a model without it."""
+        return self.tracking.check_setting(name, value) if self.tracking is not None else None
+
     def apply_setting(self, name: str, value) -> None:
         if self.tracking is not None:
             self.tracking.apply_setting(name, value)

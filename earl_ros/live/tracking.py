@@ -9,7 +9,11 @@ however many tracks run, and no language model. Two ways to find a track on the 
   where it does not (the box also holds the hand that holds the object, and the segmenter picks the
   hand), the carried mask is kept. Points that cannot be followed mean the entity is gone.
 - `box`: the segmenter is prompted with the previous mask's box grown by a margin. Simple, but a
-  held object's box drifts onto the hand holding it (bench/tracking.py measures both).
+  held object's box drifts onto the hand holding it.
+- `memory`: SAM 2's video memory (earl_ros/model/video_memory.py): each track's first mask is its
+  memory, and the model finds it on later frames by attending to its last frames; no box prompt.
+  Needs a segmenter with video memory (the manifest's segmenter.video_memory).
+bench/tracking.py measures all three.
 A track whose mask collapses (score, area, no points to follow) is reported once as `lost` and
 dropped. ROS-free: the node publishes what `update` returns.
 """
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 TRACKING, LOST = "tracking", "lost"
-METHODS = ("flow", "box")
+METHODS = ("flow", "box", "memory")
 
 
 @dataclass(eq=False)  # identity, not field equality (masks are arrays)
@@ -33,6 +37,7 @@ class Track:
     area: int  # mask pixels on the last frame
     state: str = TRACKING
     mask: np.ndarray | None = field(default=None, repr=False)  # bool [H, W] of the last frame
+    memory: object = field(default=None, repr=False)  # memory: its ObjectMemory (begun on first use)
 
 
 @dataclass
@@ -114,16 +119,23 @@ class EntityTracker:
 
     Thread-safe: the query workers start tracks while the tracking loop updates them."""
 
-    def __init__(self, segmenter, settings: TrackerSettings | None = None):
-        self.segmenter = segmenter
+    def __init__(self, segmenter, settings: TrackerSettings | None = None, video=None):
+        self.segmenter, self.video = segmenter, video  # video: a VideoMemory, for method "memory"
         self.settings = settings or TrackerSettings()
-        if self.settings.method not in METHODS:
-            raise ValueError(f"tracking method {self.settings.method!r}: expected one of {', '.join(METHODS)}")
+        self.check_method(self.settings.method)
         self._tracks: list[Track] = []
         self._next_id = 1
         self._prev_gray: np.ndarray | None = None  # the frame the tracks' masks are on
         self._frames = 0  # frames updated since the tracker was made (segment_every counts them)
         self._lock = threading.Lock()
+
+    def check_method(self, method: str) -> None:
+        """ValueError unless this tracker can follow tracks by `method`."""
+        if method not in METHODS:
+            raise ValueError(f"tracking method {method!r}: expected one of {', '.join(METHODS)}")
+        if method == "memory" and self.video is None:
+            raise ValueError("tracking method 'memory' needs a segmenter with SAM 2 video memory (the model's "
+                             "segmenter.video_memory; `python -m training video-memory` trains one)")
 
     def tracks(self) -> list[Track]:
         with self._lock:
@@ -144,6 +156,10 @@ class EntityTracker:
                 self._next_id += 1
             self._tracks = (self._tracks + new)[-self.settings.max_tracks:]
             self._prev_gray = _gray(frame)
+            if self.settings.method == "memory" and new:
+                feats = self.video.encode(frame)  # each memory begins on the frame its mask is from
+                for t in new:
+                    t.memory = self.video.begin(feats, t.mask)
             return [t for t in new if any(t is u for u in self._tracks)]
 
     def stop(self, ids: list[int] | None = None) -> list[int]:
@@ -159,16 +175,8 @@ class EntityTracker:
         if not live:
             return None
         hw, gray = frame.shape[:2], _gray(frame)
-        carried = [self._carry(t, gray) for t in live]
         self._frames += 1
-        if self.settings.method == "flow" and self._frames % max(1, self.settings.segment_every):
-            out = [self._follow(t, c, c, 0.5) for t, c in zip(live, carried)]  # carried masks only
-        else:
-            prompts = np.stack([_grown(t.box if c is None or not c.any() else _mask_box(c), self._margin(), hw)
-                                for t, c in zip(live, carried)])
-            masks, scores = self.segmenter.segment(frame, prompts, key=key)
-            out = [self._follow(t, c, np.asarray(m, bool), float(sc))
-                   for t, c, m, sc in zip(live, carried, masks, scores)]
+        out = self._remember(live, frame) if self.settings.method == "memory" else self._prompted(live, frame, gray, key)
         with self._lock:
             lost = {t.id for t in out if t.state == LOST}
             self._tracks = [t for t in self._tracks if t.id not in lost]
@@ -177,6 +185,33 @@ class EntityTracker:
         for t in sorted((t for t in out if t.state == TRACKING), key=lambda t: -t.id):
             label[t.mask] = t.id
         return TrackUpdate(out, label)
+
+    def _prompted(self, live: list[Track], frame: np.ndarray, gray: np.ndarray, key) -> list[Track]:
+        """flow and box: the segmenter prompted with each track's (carried) box."""
+        for t in live:
+            t.memory = None  # switched away from memory: a later switch back begins afresh
+        carried = [self._carry(t, gray) for t in live]
+        if self.settings.method == "flow" and self._frames % max(1, self.settings.segment_every):
+            return [self._follow(t, c, c, 0.5) for t, c in zip(live, carried)]  # carried masks only
+        hw = frame.shape[:2]
+        prompts = np.stack([_grown(t.box if c is None or not c.any() else _mask_box(c), self._margin(), hw)
+                            for t, c in zip(live, carried)])
+        masks, scores = self.segmenter.segment(frame, prompts, key=key)
+        return [self._follow(t, c, np.asarray(m, bool), float(sc)) for t, c, m, sc in zip(live, carried, masks, scores)]
+
+    def _remember(self, live: list[Track], frame: np.ndarray) -> list[Track]:
+        """memory: one image encoding for the frame, then each track's own memory finds it. A track
+        started by another method begins its memory here, from its last mask (one frame late)."""
+        feats = self.video.encode(frame)
+        out = []
+        for t in live:
+            if t.memory is None:
+                t.memory = self.video.begin(feats, t.mask)
+                out.append(self._follow(t, None, t.mask, t.score))
+                continue
+            mask, score = self.video.step(t.memory, feats)
+            out.append(self._follow(t, None, mask, score))
+        return out
 
     def _margin(self) -> float:
         return self.settings.margin if self.settings.method == "box" else 0.1

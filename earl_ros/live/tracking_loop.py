@@ -21,14 +21,22 @@ _TRACKER_SETTINGS = {"max_tracks": "max_tracks", "tracking_method": "method", "t
 
 class LiveTracking:
     def __init__(self, segmenter, frames: FrameBuffer, settings: Callable[[str], object],
-                 log: Callable[[str, str], None]):
+                 log: Callable[[str, str], None], video=None):
         self.frames, self.setting, self.log = frames, settings, log
         self.tracker = EntityTracker(segmenter, TrackerSettings(
-            **{field: settings(name) for name, field in _TRACKER_SETTINGS.items()}))
+            **{field: settings(name) for name, field in _TRACKER_SETTINGS.items()}), video=video)
         self.updates = 0
         self.lost = 0
         self.errors = 0
         self.update_ms: deque = deque(maxlen=200)
+
+    def check_setting(self, name: str, value) -> str | None:
+        if name == "tracking_method":
+            try:
+                self.tracker.check_method(value)
+            except ValueError as e:
+                return str(e)
+        return None
 
     def apply_setting(self, name: str, value) -> None:
         if name in _TRACKER_SETTINGS:

@@ -10,6 +10,7 @@ share checkpoints). Example (docs/CONTRACTS.md):
     coarse:    {path: coarse, pooling: mean}          # HF Qwen2.5-VL dir (+ processor); optional lora
     response:  {path: response, lora: null, afs: afs, afs_alpha: 1.0, coordinates: greedy}  # coordinates: optional
     segmenter: {type: sam, path: sam, decoder_onnx: null, box_refine: 0}   # box_refine: optional
+    # segmenter.video_memory: optional, a SAM 2 video model dir (tracking_method: memory)
     limits:    {max_image_side: 1280, max_query_tokens: 64, max_new_tokens: 96}
 
 `Manifest.load` validates the file and that every named part exists, and fails with a
@@ -65,6 +66,7 @@ class SegmenterSpec:
     path: Path
     decoder_onnx: Path | None = None
     box_refine: int = 0  # re-prompts with each mask's own box (Segmenter.predict)
+    video_memory: Path | None = None  # a SAM 2 video model dir (tracking_method: memory; video_memory.py)
 
 
 @dataclass
@@ -186,6 +188,7 @@ def _segmenter_spec(rd: _Reader) -> SegmenterSpec:
         path=rd.path_of(s, "path", "segmenter"),
         decoder_onnx=rd.path_of(s, "decoder_onnx", "segmenter", required=False, kind="any"),
         box_refine=s.get("box_refine", 0),
+        video_memory=rd.path_of(s, "video_memory", "segmenter", required=False),
     )
     if not valid_box_refine(segmenter.box_refine):
         raise ModelDirError(f"{rd.mf}: segmenter.box_refine must be an integer in 0..{MAX_BOX_REFINE}, "

@@ -75,6 +75,7 @@ class EarlPipeline:
         self.coarse = coarse
         self.response = response
         self.segmenter = segmenter
+        self.video_memory = None  # VideoMemory where the manifest names one (tracking_method: memory)
         self.device = device
         self.max_image_side = int(manifest.limits["max_image_side"])
         self.max_new_tokens = int(manifest.limits["max_new_tokens"])
@@ -101,6 +102,10 @@ class EarlPipeline:
         segmenter = Segmenter.from_pretrained(m.segmenter.path, backend=mask_backend, device=device,
                                               decoder_path=m.segmenter.decoder_onnx, providers=providers)
         pipe = cls(m, coarse, response, segmenter, device=device)
+        if m.segmenter.video_memory is not None:
+            from .video_memory import VideoMemory
+
+            pipe.video_memory = VideoMemory.from_pretrained(m.segmenter.video_memory, segmenter)
         if adapters is not None:
             pipe.share_base(adapters)
         return pipe

@@ -251,7 +251,8 @@ class EarlNode(LifecycleNode):
 
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
         for c in changes:
-            err = P.validate(c.name, c.value)
+            err = P.validate(c.name, c.value) or (self.session.check_setting(c.name, c.value)
+                                                    if self.session is not None else None)
             if err:
                 return SetParametersResult(successful=False, reason=err)
         for c in changes:

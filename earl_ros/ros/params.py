@@ -15,7 +15,7 @@ TRANSPORTS = ("raw", "compressed")
 MASK_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 TRACK_MODES = ("replace", "add")
-TRACKING_METHODS = ("flow", "box")
+TRACKING_METHODS = ("flow", "box", "memory")
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,9 @@ PARAMS: tuple[Param, ...] = (
     Param("track_mode", "replace", "What a tracked query does to the running tracks: replace them, or add its "
           "own.", choices=TRACK_MODES, read_only=False),
     Param("tracking_method", "flow", "flow = carry each mask by optical flow and keep the segmenter's mask where "
-          "it agrees (default: holds on to a held object); box = prompt with the previous box grown by a margin "
-          "(earl_ros/live/tracking.py, bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
+          "it agrees (default: holds on to a held object); box = prompt with the previous box grown by a margin; "
+          "memory = SAM 2's video memory (needs the model's segmenter.video_memory) (earl_ros/live/tracking.py, "
+          "bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
     Param("tracking_segment_every", 5, "flow: run the segmenter on every Nth update only and carry the masks "
           "in between (less compute per frame; 5 was best on bench/tracking.py's val clips).", lo=1, hi=30,
           read_only=False),

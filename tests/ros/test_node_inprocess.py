@@ -1,5 +1,5 @@
 """Node plumbing with a model-free pipeline in this process: compressed input, stale-description
-policies, BUSY. (The real-model, multi-process behaviour is in test_node_process.py.)"""
+policies, BUSY, a tracking method the model cannot serve. (The real-model, multi-process behaviour is in test_node_process.py.)"""
 from __future__ import annotations
 
 import threading
@@ -28,11 +28,13 @@ from fake_pipeline import FakePipeline  # noqa: E402
 def harness(request):
     """EarlNode(FakePipeline) + a client node, in one process, own context and namespace."""
     # these tests publish a frame or two and then query for seconds: frame age is tested elsewhere
-    params = ["-p", "max_frame_age:=0.0", *getattr(request, "param", [])]
+    param = getattr(request, "param", [])  # extra ROS args, or {"args": [...], "pipeline": class}
+    args, pipeline = (param, FakePipeline) if isinstance(param, list) else (param["args"], param["pipeline"])
+    params = ["-p", "max_frame_age:=0.0", *args]
     ns = f"/earl_inproc_{int(time.time() * 1000) % 100000}"
     ctx = Context()
     rclpy.init(context=ctx, args=["x", "--ros-args", "-r", f"__ns:={ns}", *params])
-    pipe = FakePipeline()
+    pipe = pipeline()
     node = EarlNode(pipeline=pipe, context=ctx)
     node.start()
     client = Node("inproc_client", context=ctx, use_global_arguments=False)
@@ -156,3 +158,19 @@ def test_busy_when_no_worker_frees_up(harness):
     harness.pipe.delay_s = 0.0
     assert out.count("BUSY") >= 1 and "OK" in out, out
     assert harness.query().success
+
+
+class _TrackingFake(FakePipeline):
+    segmenter = object()  # the node sets up tracking; nothing here starts a track, so it is never called
+    video_memory = None
+
+
+@pytest.mark.parametrize("harness", [{"args": [], "pipeline": _TrackingFake}], indirect=True)
+def test_tracking_by_memory_is_refused_on_a_model_without_video_memory(harness):
+    from rclpy.parameter import Parameter
+
+    result = harness.node.set_parameters([Parameter("tracking_method", value="memory")])[0]
+    assert not result.successful and "segmenter.video_memory" in result.reason
+    assert harness.node.get_parameter("tracking_method").value == "flow"
+    assert harness.node.set_parameters([Parameter("tracking_method", value="box")])[0].successful
+    assert harness.query().error_code == "NO_FRAME"  # still serving: the only fault is that no frame came yet

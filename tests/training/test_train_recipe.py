@@ -82,7 +82,7 @@ def test_recipe_quick_scale(tmp_path):
     rec = json.loads((run / "recipe.json").read_text())
     assert set(rec["stage_seconds"]) == {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
                                          "segmenter-ft", "stage1", "sft-response", "grpo", "select", "val-curve",
-                                         "export"}
+                                         "video-memory", "export"}
     assert (run / "logs" / "segmenter-ft.log").is_file()  # parallel lanes log to files
     # every training stage is watchable: TensorBoard events beside its log, GRPO's val curve from select's scores
     assert all(any((run / stage / "tb").glob("events.out.tfevents.*")) for stage in ("vision", "seg", "coarse",
@@ -102,7 +102,9 @@ def test_recipe_quick_scale(tmp_path):
     assert {st for st, _, _ in grid} == {"sft", "grpo"} and {m for _, m, _ in grid} <= {"greedy", "mean"}
     assert round(grid[sel["selected"], sel["coordinates"], str(sel["box_refine"])], 4) == round(max(grid.values()), 4)
     assert raw["response"]["coordinates"] == sel["coordinates"]
+    assert raw["segmenter"]["video_memory"] == "sam_video"  # the shipped model can track by memory
     pipe = EarlPipeline.from_dir(tmp_path / "m")
+    assert pipe.video_memory is not None
     g = pipe.answer(np.zeros((96, 128, 3), np.uint8), "Where is my left hand?")
     assert g.image_size == (96, 128)
     # both shipped VLMs see with the tower vision-pretrain trained: no later stage changes it
@@ -122,7 +124,7 @@ def test_recipe_quick_scale(tmp_path):
     again = json.loads((run / "recipe.json").read_text())
     assert again["wall_seconds"] == rec["wall_seconds"] and again["finished"]
     assert again["wall_note"] == "select rerun on a shared machine" and "wall_note" not in rec
-    assert [r["stages"] for r in again["resumed"]] == [["select", "val-curve", "export"]]
+    assert [r["stages"] for r in again["resumed"]] == [["select", "val-curve", "video-memory", "export"]]
     # ... which trains from this run's stage-1 models without touching the shipped arm or the export
     before = {f: f.stat().st_mtime_ns for d in (run / "sft", tmp_path / "m") for f in d.rglob("*") if f.is_file()}
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--ablation", "no-descriptor"]) == 0
