@@ -27,9 +27,13 @@ def segmenter():
 
 @pytest.fixture(scope="module")
 def saved_memory(segmenter, tmp_path_factory):
-    """Fresh (untrained) memory modules around the embedded segmenter, saved as a model would ship them."""
+    """Fresh (untrained) memory modules around the embedded segmenter, saved as a model would ship them
+    (drawn from a fixed seed: the same modules whatever order the tests run in)."""
+    import torch
+
     from earl_ros.model.video_memory import VideoMemory
 
+    torch.manual_seed(0)
     out = tmp_path_factory.mktemp("sam_video")
     VideoMemory.from_segmenter(segmenter, grad=False).model.save_pretrained(str(out))
     return out

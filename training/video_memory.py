@@ -64,7 +64,8 @@ def _follow(memory, frames, masks):
 
 
 def _clip_loss(outs, masks):
-    """Mean over frames of focal-free BCE + dice on the low-res mask, plus BCE on object presence."""
+    """Mean over frames of BCE + dice on the low-res mask (frames where the entity is in view), plus BCE
+    on whether it is in view."""
     total, ious = 0.0, []
     for (logits, score), mask in zip(outs, masks[1:]):
         tgt = _lowres_target(mask, tuple(logits.shape))

@@ -158,8 +158,9 @@ class VideoMemory:
         self.keep = max(int(c.num_maskmem), int(c.max_object_pointers_in_encoder)) + 1
 
     @classmethod
-    def from_segmenter(cls, segmenter, grad: bool = True, **config) -> "VideoMemory":
-        """Fresh memory modules (memory_config) around a loaded SAM 2 Segmenter's own weights."""
+    def from_segmenter(cls, segmenter, grad: bool = False, **config) -> "VideoMemory":
+        """Fresh memory modules (memory_config) around a loaded SAM 2 Segmenter's own weights; grad=True
+        for training them (then the video model keeps its own copy of every weight)."""
         if segmenter.kind != "sam2":
             raise VideoMemoryError(f"video memory needs a SAM 2 segmenter; {segmenter.path} is {segmenter.kind}")
         model = _video_model_class()(memory_config(segmenter.model.config, **config))
