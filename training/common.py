@@ -78,7 +78,7 @@ def _abs(root: Path, v):
 
 def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | None = None,
                      response: dict | None = None, name: str | None = None, extra: dict | None = None,
-                     limits: dict | None = None) -> Path:
+                     limits: dict | None = None, segmenter: dict | None = None) -> Path:
     """Write out_dir/earl.yaml: the source manifest with every path made absolute, then the given
     section overrides (paths in overrides are relative to out_dir). Unchanged parts are not copied."""
     src, out = Path(src_dir).resolve(), Path(out_dir)
@@ -95,6 +95,7 @@ def derive_model_dir(src_dir: str | Path, out_dir: str | Path, coarse: dict | No
         s["video_memory"] = _abs(src, s["video_memory"])
     c.update(coarse or {})
     r.update(response or {})
+    s.update(segmenter or {})
     data.update(coarse=c, response=r, segmenter=s)
     if limits:
         data["limits"] = {**(raw.get("limits") or {}), **limits}

@@ -290,15 +290,12 @@ class Recipe:
         ])
 
         def assemble():
-            from earl_ros.model.manifest import write_manifest
             from training.common import derive_model_dir, read_manifest_raw
 
-            derive_model_dir(L.coarse, L.stage1, extra={"segmenter_ft": read_manifest_raw(L.seg)["training"]
-                                                        .get("segmenter_ft")})
-            raw = read_manifest_raw(L.stage1)
-            raw["segmenter"] = {**read_manifest_raw(L.seg)["segmenter"], "path": str((L.seg / "sam").resolve()),
-                                "decoder_onnx": None}
-            write_manifest(L.stage1, raw)
+            seg = read_manifest_raw(L.seg)
+            derive_model_dir(L.coarse, L.stage1, extra={"segmenter_ft": seg["training"].get("segmenter_ft")},
+                             segmenter={**seg["segmenter"], "path": str((L.seg / "sam").resolve()),
+                                        "decoder_onnx": None})
         self.stage("stage1", L.stage1 / "earl.yaml", assemble)
 
     def _response_arms(self, arm: RunLayout) -> tuple[list[Step], list[Step]]:

@@ -235,22 +235,13 @@ def segmenter_ft(s: SegmenterFtSettings) -> Path:
     shutil.copytree(src, sam_out, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx"))
     model.save_pretrained(str(sam_out), safe_serialization=True)
     final_iou = float(np.mean(ious[-20:])) if ious else None
-    derive_model_dir(s.model, out, extra={"segmenter_ft": {"data": str(s.data), "split": s.split,
-                                                           "steps": s.steps, "final_lowres_iou": final_iou}})
-    _point_segmenter(out, "sam")
+    derive_model_dir(s.model, out, segmenter={"path": "sam", "decoder_onnx": None},
+                     extra={"segmenter_ft": {"data": str(s.data), "split": s.split, "steps": s.steps,
+                                             "final_lowres_iou": final_iou}})
     resume.finish()
     print(json.dumps({"model_dir": str(out), "steps": s.steps, "instances": sum(map(len, by_img.values())),
                       "final_lowres_iou": final_iou}))
     return out
-
-
-def _point_segmenter(model_dir: Path, rel: str) -> None:
-    from earl_ros.model.manifest import write_manifest
-    from training.common import read_manifest_raw
-
-    raw = read_manifest_raw(model_dir)
-    raw["segmenter"] = {**raw["segmenter"], "path": rel, "decoder_onnx": None}
-    write_manifest(model_dir, raw)
 
 
 def segmenter_eval(s: SegmenterEvalSettings) -> dict:

@@ -5,8 +5,9 @@ pointers); published SAM 2 checkpoints come with them trained, the embedded segm
 are trained here on synthetic clips with camera motion (training/data/synth_clips.py, split
 `memory-train`; bench/tracking.py draws its clips from another split): each step conditions one
 entity on its exact mask in the first frame and asks for it on the following frames from memory alone,
-as tracking will. The image encoder, prompt encoder and mask decoder stay frozen: the segmenter's
-box -> mask answers do not change, and the output holds them once (the video model shares them).
+as tracking will. The image encoder stays frozen (tracking shares its one encoding per frame with the
+segmenter); the prompt encoder and mask decoder train with the memory in the video model's own copy,
+so the segmenter's box -> mask answers do not change.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from training.common import JsonlLogger, derive_model_dir, lr_lambda, manifest_paths, seed_everything, torch_threads
-from training.errors import TrainingError
 from training.progress import progress
 from training.settings import VideoMemorySettings
 from training.stage_checkpoint import StageCheckpoint
@@ -57,8 +57,7 @@ def _follow(memory, frames, masks):
     mem = memory.begin(feats[0], masks[0])
     outs = []
     for f in feats[1:]:
-        k = mem.next_frame(f)
-        out = memory.model.stream_step(mem.session, k, f.pixels)
+        out = memory.track(mem, f)
         outs.append((out.pred_masks[0, 0], out.object_score_logits.reshape(-1)[0]))
     return outs
 
@@ -129,13 +128,12 @@ def validate(memory, s: VideoMemorySettings) -> float:
 
 
 def _trainable_memory(s: VideoMemorySettings):
-    """The model dir's segmenter with fresh memory modules (or its own, if it has them), ready to train."""
+    """The model dir's SAM 2 segmenter with fresh memory modules, ready to train (another segmenter is
+    refused by VideoMemory)."""
     from earl_ros.model.segmenter import Segmenter
     from earl_ros.model.video_memory import VideoMemory
 
     seg = Segmenter.from_pretrained(str(manifest_paths(s.model)["segmenter"]), device=s.device)
-    if seg.kind != "sam2":
-        raise TrainingError(f"video-memory needs a SAM 2 segmenter; {seg.path} is {seg.kind}")
     memory = VideoMemory.from_segmenter(seg, grad=True)  # its own copy of every weight: training must not write into the segmenter's
     for name, p in memory.model.named_parameters():
         p.requires_grad_(not name.startswith(FROZEN))
@@ -156,19 +154,10 @@ def video_memory(s: VideoMemorySettings) -> Path:
         shutil.rmtree(vid_out)
     memory.model.save_pretrained(str(vid_out), safe_serialization=True)
     final = float(np.mean(ious[-50:])) if ious else None
-    derive_model_dir(s.model, out, extra={"video_memory": {"steps": s.steps, "clip_frames": s.clip_frames,
-                                                           "final_lowres_iou": final, "val_iou": val_iou,
-                                                           "val_clips": s.val_clips}})
-    _point_video_memory(out, "sam_video")
+    derive_model_dir(s.model, out, segmenter={"video_memory": "sam_video"},
+                     extra={"video_memory": {"steps": s.steps, "clip_frames": s.clip_frames, "final_lowres_iou": final,
+                                             "val_iou": val_iou, "val_clips": s.val_clips}})
     resume.finish()
     print(json.dumps({"model_dir": str(out), "steps": s.steps, "final_lowres_iou": final, "val_iou": val_iou}))
     return out
 
-
-def _point_video_memory(model_dir: Path, rel: str) -> None:
-    from earl_ros.model.manifest import write_manifest
-    from training.common import read_manifest_raw
-
-    raw = read_manifest_raw(model_dir)
-    raw["segmenter"] = {**raw["segmenter"], "video_memory": rel}
-    write_manifest(model_dir, raw)

@@ -115,6 +115,11 @@ def share_weights(video_model, segmenter_model) -> int:
     return shared
 
 
+def _require_sam2(segmenter) -> None:
+    if segmenter.kind != "sam2":
+        raise VideoMemoryError(f"video memory needs a SAM 2 segmenter; {segmenter.path} is {segmenter.kind}")
+
+
 @dataclass
 class FrameFeatures:
     """One frame's image encoding, shared by every track's session."""
@@ -161,8 +166,7 @@ class VideoMemory:
     def from_segmenter(cls, segmenter, grad: bool = False, **config) -> "VideoMemory":
         """Fresh memory modules (memory_config) around a loaded SAM 2 Segmenter's own weights; grad=True
         for training them (then the video model keeps its own copy of every weight)."""
-        if segmenter.kind != "sam2":
-            raise VideoMemoryError(f"video memory needs a SAM 2 segmenter; {segmenter.path} is {segmenter.kind}")
+        _require_sam2(segmenter)
         model = _video_model_class()(memory_config(segmenter.model.config, **config))
         model.load_state_dict(segmenter.model.state_dict(), strict=False)
         model = model.to(segmenter.device).eval()  # eval: the library's train mode drops the object score
@@ -183,8 +187,7 @@ class VideoMemory:
     def from_pretrained(cls, path, segmenter) -> "VideoMemory":
         """Load `path` (a sam2_video directory) beside a loaded Segmenter, sharing its equal weights."""
         p = Path(path)
-        if segmenter.kind != "sam2":
-            raise VideoMemoryError(f"video memory needs a SAM 2 segmenter; {segmenter.path} is {segmenter.kind}")
+        _require_sam2(segmenter)
         if not has_video_memory(p):
             raise VideoMemoryError(f"{p} is not a SAM 2 video model (config.json model_type sam2_video); train one "
                                    "with `python -m training video-memory`")
@@ -225,13 +228,19 @@ class VideoMemory:
             self.model.stream_step(session, k, f.pixels)
         return mem
 
+    def track(self, mem: ObjectMemory, f: FrameFeatures):
+        """The model's output for the object on frame `f` (low-res mask logits, object-score logits),
+        with gradients when training."""
+        k = mem.next_frame(f)
+        with self._mode():
+            return self.model.stream_step(mem.session, k, f.pixels)
+
     def step(self, mem: ObjectMemory, f: FrameFeatures) -> tuple[np.ndarray, float]:
         """The object on frame `f`: (mask bool [H, W], score = SAM 2's object-present probability)."""
         import torch
 
-        k = mem.next_frame(f)
-        with self._mode():
-            out = self.model.stream_step(mem.session, k, f.pixels)
+        out = self.track(mem, f)
+        with torch.inference_mode():
             logits = self.segmenter.upscale_logits(out.pred_masks[:, 0], f.hw)[0]
             score = float(torch.sigmoid(out.object_score_logits.float()).reshape(-1)[0])
         mem.prune()
