@@ -17,6 +17,7 @@ means is decided by the ROS-free live session (earl_ros/live/session.py); this m
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -330,18 +331,27 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException, _StartupFailed):
         pass
     finally:
-        if node is not None:
-            node.stop()
-            try:
-                node.destroy_node()
-            except Exception:  # noqa: BLE001
-                pass
+        _tear_down(node)
+        node = None
         rclpy.try_shutdown()
+        # A lifecycle node's handles sit in reference cycles: until they are collected its DDS
+        # participant stays alive, and os._exit below would leave its /dev/shm segments behind.
+        gc.collect()
     # Everything is stopped and destroyed; skip the interpreter's slow teardown of torch and
     # transformers objects (seconds on a busy machine) so SIGTERM exits promptly.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _tear_down(node: EarlNode | None) -> None:
+    if node is None:
+        return
+    node.stop()
+    try:
+        node.destroy_node()
+    except Exception:  # noqa: BLE001 - a context already torn down by the signal: nothing left to free
+        pass
 
 
 def _spin(node: EarlNode) -> None:

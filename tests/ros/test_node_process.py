@@ -6,6 +6,7 @@ test stops a node of its own. Frames are the demo clip's (the embedded model's w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -332,6 +333,8 @@ def _stop_while_busy(node, client, sig, Query):
     # stop while the coarse worker runs and a query (with result publishing) is in flight
     client.query_client.call_async(Query.Request(query="which hand is holding something?"))
     time.sleep(0.05)  # not synchronisation: only makes the in-flight case likely
+    segments = _shared_memory_segments(node.proc.pid)
+    assert segments, "the node maps no Fast DDS shared-memory segment: the profile was not used"
     t = time.monotonic()
     node.proc.send_signal(sig)
     rc = node.proc.wait(timeout=20)
@@ -340,6 +343,31 @@ def _stop_while_busy(node, client, sig, Query):
     assert rc == 0, log
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert "Traceback" not in log and "terminate called" not in log, log
+    # a leaked segment is tens of MB of RAM (tmpfs) per restart on the robot
+    assert [p for p in segments if os.path.exists(p)] == [], "shared-memory segments left behind"
+
+
+def _shared_memory_segments(pid):
+    """The Fast DDS data segments owned by `earl-launch` and the node it runs.
+
+    An owner holds a lock on the segment's `_el` file for as long as it lives (how `fastdds shm
+    clean` tells zombies apart); segments of other participants that the node maps do not count,
+    nor do the small port queues, which Fast DDS shares between processes by design.
+    """
+    pids = {str(p) for p in _with_descendants(pid)}
+    with open("/proc/locks") as f:
+        inodes = {int(fields[5].split(":")[2]) for fields in map(str.split, f) if fields[4] in pids}
+    return sorted(e.path[:-len("_el")] for e in os.scandir("/dev/shm")
+                  if e.name.startswith("fastdds_") and not e.name.startswith("fastdds_port")
+                  and e.name.endswith("_el") and e.inode() in inodes)
+
+
+def _with_descendants(pid):
+    pids = [pid]
+    for p in pids:
+        with open(f"/proc/{p}/task/{p}/children") as f:
+            pids += [int(c) for c in f.read().split()]
+    return pids
 
 
 def test_a_tracked_query_is_followed_on_later_frames_until_stopped(client):
