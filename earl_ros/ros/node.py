@@ -17,17 +17,11 @@ means is decided by the ROS-free live session (earl_ros/live/session.py); this m
 """
 from __future__ import annotations
 
-import gc
-import os
 import sys
 import threading
 import time
 import traceback
 
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.task import Future
 from rclpy.parameter import Parameter
@@ -44,14 +38,7 @@ from .diagnostics import diagnostic_array, state_only_array
 from .memory import release_freed_memory
 from .query_server import QueryServer
 from .outputs import NodeOutputs
-
-
-class _StartupFailed(Exception):
-    pass
-
-
-class StartupError(RuntimeError):
-    """A configuration problem found at startup; main() prints it as one line and exits 2."""
+from .process import StartupError, run_node_process
 
 
 class EarlNode(LifecycleNode):
@@ -300,73 +287,9 @@ class EarlNode(LifecycleNode):
         self.pub_diag.publish(diagnostic_array(health, name, stamp, lifecycle_state=state))
 
 
-def _quiet_model_loading() -> None:
-    """Weight-loading progress bars would fill the node's log (a launch file's screen) at every start."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover
-        return
-    hf_logging.disable_progress_bar()
-
-
 def main(argv=None) -> int:
-    """Entry point of the `earl` executable. Exits the process (os._exit) when done."""
-    args = sys.argv if argv is None else argv
-    _quiet_model_loading()
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        try:
-            node = EarlNode()
-            if node._p("autostart"):
-                node.start()
-        except (StartupError, EarlError, ParameterException, ValueError, OSError) as e:
-            if debug_tracebacks():
-                traceback.print_exc()
-            print(f"earl: error: {e}", file=sys.stderr, flush=True)
-            code = 2
-            raise _StartupFailed from e
-        _spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException, _StartupFailed):
-        pass
-    finally:
-        _tear_down(node)
-        node = None
-        rclpy.try_shutdown()
-        # A lifecycle node's handles sit in reference cycles: until they are collected its DDS
-        # participant stays alive, and os._exit below would leave its /dev/shm segments behind.
-        gc.collect()
-    # Everything is stopped and destroyed; skip the interpreter's slow teardown of torch and
-    # transformers objects (seconds on a busy machine) so SIGTERM exits promptly.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _tear_down(node: EarlNode | None) -> None:
-    if node is None:
-        return
-    node.stop()
-    try:
-        node.destroy_node()
-    except Exception:  # noqa: BLE001 - a context already torn down by the signal: nothing left to free
-        pass
-
-
-def _spin(node: EarlNode) -> None:
-    """Until SIGINT/SIGTERM or the lifecycle shutdown transition."""
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    try:
-        executor.spin_until_future_complete(node.finished)
-    except _rclpy.RCLError:
-        # SIGINT/SIGTERM shut the context down; when that races with the executor building its
-        # wait set, rclpy raises RCLError instead of ExternalShutdownException: the same clean stop.
-        if node.context.ok():
-            raise
-    finally:
-        executor.shutdown(timeout_sec=1.0)
+    """Entry point of the `earl` executable (earl_ros/ros/process.py: exits the process when done)."""
+    return run_node_process(EarlNode, argv)
 
 
 if __name__ == "__main__":
