@@ -29,7 +29,7 @@ bench: setup
 	$(PY) bench/query_priority.py
 	$(PY) bench/ask_stream.py
 	$(PY) bench/tracking_rate.py
-	$(PY) bench/tracking.py --clips 8
+	$(PY) bench/tracking.py --clips 8 --reask-every 10
 
 clean:
 	rm -rf build out .pytest_cache

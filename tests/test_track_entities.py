@@ -123,3 +123,51 @@ def test_between_segmenter_frames_the_flow_method_carries_the_masks(segmenter):
     assert len(calls) == (len(clip.frames) - 1) // 5
     for name, seq in ious.items():
         assert np.mean(seq) > 0.6, (name, np.round(seq, 2))
+
+
+def _tracking_the_wrong_entity(segmenter, clip, hand, obj):
+    """A tracker following `hand` where the question meant `obj`: what a wrong first answer leaves."""
+    tracker = EntityTracker(segmenter, TrackerSettings(method="flow", segment_every=5))
+    (wrong,) = tracker.start(_grounding(clip, [hand]), clip.frames[0])
+    for k in range(1, 7):
+        tracker.update(clip.frames[k], key=k)
+    return tracker, wrong
+
+
+def test_an_answer_asked_again_puts_the_questions_tracks_right(segmenter):
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    tracker, wrong = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
+    # the answer asked again on frame 1 arrives after frame 6: its mask is carried to frame 6 (where
+    # the camera has moved: the mask of frame 1 covers the object there with IoU 0.53 only)
+    (right,) = tracker.reground(_grounding(clip, [obj], frame=1), clip.frames[1], ids={wrong.id})
+    assert right.entity == obj and right.id != wrong.id
+    truth = clip.labels[6] == entity_ids(clip.scene)[obj]
+    assert _iou(right.mask, truth) > 0.8
+    up = tracker.update(clip.frames[7], key=7)
+    states = {t.entity: t.state for t in up.tracks}
+    assert states == {hand: LOST, obj: TRACKING}  # the track it no longer names is reported lost once ...
+    assert [t.entity for t in tracker.update(clip.frames[8], key=8).tracks] == [obj]  # ... then dropped
+
+
+def test_an_answer_asked_again_keeps_the_id_of_an_entity_it_names_again(segmenter):
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    tracker, track = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
+    (same,) = tracker.reground(_grounding(clip, [hand], frame=6), clip.frames[6], ids={track.id})
+    assert same is track and _iou(same.mask, clip.labels[6] == entity_ids(clip.scene)[hand]) > 0.9
+
+
+def test_an_answer_asked_again_that_names_nothing_changes_nothing(segmenter):
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    tracker, track = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
+    before = track.mask.copy()
+    nothing = _grounding(clip, [hand], frame=6)
+    nothing.masks[:] = False  # the model named no entity it could segment
+    assert tracker.reground(nothing, clip.frames[6], ids={track.id}) == []
+    assert tracker.tracks() == [track] and np.array_equal(track.mask, before)
+
+
+def test_tracks_of_other_questions_survive_an_answer_asked_again(segmenter):
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    tracker, other = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
+    tracker.reground(_grounding(clip, [obj], frame=6), clip.frames[6], ids=set())  # a question of its own
+    assert {t.entity for t in tracker.tracks()} == {hand, obj} and other.state == TRACKING

@@ -39,14 +39,15 @@ class PipelineHealth:
     coarse_alive: bool
     coarse_enabled: bool
     workers_alive: bool
-    tracking: dict = field(default_factory=dict)  # running, updates, lost, errors, update_ms
+    tracking: dict = field(default_factory=dict)  # running, updates, lost, errors, update_ms, reasks, reask_errors
 
 
 def _tracking_values(h: PipelineHealth) -> dict:
     t = h.tracking
     return {"tracks_running": t.get("running", 0), "track_updates": t.get("updates", 0),
             "tracks_lost": t.get("lost", 0), "track_update_errors": t.get("errors", 0),
-            "track_update_ms_p50": f"{percentile(t.get('update_ms', []), 50):.1f}"}
+            "track_update_ms_p50": f"{percentile(t.get('update_ms', []), 50):.1f}",
+            "track_reasks": t.get("reasks", 0), "track_reask_errors": t.get("reask_errors", 0)}
 
 
 def _frame_values(h: PipelineHealth) -> dict:

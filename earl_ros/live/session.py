@@ -132,8 +132,8 @@ class LiveSession:
         self._on_description = on_description or (lambda inter, frame, lag: None)
         self.queue = QueryQueue(settings("max_pending_queries"), self._refused)
         segmenter = getattr(pipeline, "segmenter", None)
-        self.tracking = (LiveTracking(segmenter, self.frames, settings, log, getattr(pipeline, "video_memory", None))
-                         if segmenter is not None else None)
+        self.tracking = (LiveTracking(segmenter, self.frames, settings, log, getattr(pipeline, "video_memory", None),
+                                      reask=self._answer_tracked_again) if segmenter is not None else None)
         self.apply_setting("coarse_yields_to_queries", settings("coarse_yields_to_queries"))
 
     # ================================================================ settings changed at runtime
@@ -315,6 +315,14 @@ class LiveSession:
 
         return Interaction.empty(self.descriptor_dim), math.inf
 
+    def _answer_tracked_again(self, rgb, question: str, stamp: float):
+        """A tracked question answered again for its tracks (tracking_loop.py), with the rolling
+        description as it is: background work, so no stale_policy and no description of its own."""
+        from earl_ros.model.types import Interaction
+
+        inter = self.description.current() or Interaction.empty(self.descriptor_dim)
+        return self.pipeline.answer(rgb, question, interaction=inter, stamp=stamp)
+
     def answer(self, pending: PendingQuery) -> Answer:
         """Run the model on the pending query's frame; the grounding may still be unparseable."""
         frame, timings = pending.frame, pending.timings
@@ -357,4 +365,4 @@ class LiveSession:
         if tr is None:
             return {}
         return {"running": tr.running(), "updates": tr.updates, "lost": tr.lost, "errors": tr.errors,
-                "update_ms": list(tr.update_ms)}
+                "update_ms": list(tr.update_ms), "reasks": tr.reasks, "reask_errors": tr.reask_errors}

@@ -13,7 +13,9 @@ however many tracks run, and no language model. Two ways to find a track on the 
 - `memory`: SAM 2's video memory (earl_ros/model/video_memory.py): each track's first mask is its
   memory, and the model finds it on later frames by attending to its last frames; no box prompt.
   Needs a segmenter with video memory (the manifest's segmenter.video_memory).
-bench/tracking.py measures all three.
+bench/tracking.py measures all three. Whatever the method, `reground` puts tracks right from a fresh
+answer to their question (the live loop asks again every `track_reask_period` s): a first answer that
+named the wrong thing, or a track that drifted, is not followed for ever.
 A track whose mask collapses (score, area, no points to follow) is reported once as `lost` and
 dropped. ROS-free: the node publishes what `update` returns.
 """
@@ -127,6 +129,7 @@ class EntityTracker:
         self._next_id = 1
         self._prev_gray: np.ndarray | None = None  # the frame the tracks' masks are on
         self._frames = 0  # frames updated since the tracker was made (segment_every counts them)
+        self._ended: list[Track] = []  # ended by reground, reported lost by the next update
         self._lock = threading.Lock()
 
     def check_method(self, method: str) -> None:
@@ -162,6 +165,48 @@ class EntityTracker:
                     t.memory = self.video.begin(feats, t.mask)
             return [t for t in new if any(t is u for u in self._tracks)]
 
+    def reground(self, grounding, frame: np.ndarray, ids: set[int] | None = None) -> list[Track]:
+        """Put a question's tracks right from a fresh answer to it, computed on `frame` (the tracks'
+        last frame or an earlier one: the answer took a while). Each entity it names replaces the mask
+        of the track with its name, carried by flow from `frame` to the tracks' frame, or starts a
+        track while there is room; the question's tracks (`ids`) it no longer names end, reported
+        `lost` by the next update. An answer that names nothing changes nothing: a miss of the model
+        is not news about the scene. Not thread-safe against `update`: call it from the thread that
+        updates."""
+        named = [(str(e), np.asarray(m, bool), float(sc))
+                 for e, m, sc in zip(grounding.entities, grounding.masks, grounding.scores) if np.asarray(m).any()]
+        if not named:
+            return []
+        then, names = _gray(frame), {e for e, _, _ in named}
+        out = []
+        with self._lock:
+            ended = [t for t in self._tracks if ids is not None and t.id in ids and t.entity not in names]
+            for t in ended:
+                t.state, t.mask = LOST, np.zeros_like(t.mask)
+            self._tracks = [t for t in self._tracks if all(t is not u for u in ended)]
+            self._ended += ended
+            for ent, mask, score in named:
+                mask = self._carried_to_now(mask, then)
+                if mask is None:
+                    continue
+                t = next((t for t in self._tracks if t.entity == str(ent)), None)
+                if t is None and len(self._tracks) < self.settings.max_tracks:
+                    t = Track(self._next_id, str(ent), _mask_box(mask), float(score), int(mask.sum()))
+                    self._next_id += 1
+                    self._tracks.append(t)
+                if t is not None:  # memory: begins again from this mask on the next update
+                    t.mask, t.box, t.area, t.score, t.memory = mask, _mask_box(mask), int(mask.sum()), float(score), None
+                    out.append(t)
+        return out
+
+    def _carried_to_now(self, mask: np.ndarray, then: np.ndarray) -> np.ndarray | None:
+        now = self._prev_gray
+        if not mask.any() or now is None or now.shape != mask.shape:
+            return None  # nothing named, or a camera that changed its frame size since
+        if then.shape == now.shape and not np.array_equal(then, now):
+            mask = carry_mask(then, now, mask, self.settings.min_points)
+        return mask if mask is not None and mask.any() else None
+
     def stop(self, ids: list[int] | None = None) -> list[int]:
         """End the tracks with these ids (None or empty: all); returns the ids ended."""
         with self._lock:
@@ -173,7 +218,9 @@ class EntityTracker:
         """Follow every track onto `frame` (RGB uint8 [H, W, 3]); None when nothing is tracked."""
         live = self.tracks()
         if not live:
-            return None
+            with self._lock:
+                ended, self._ended = self._ended, []
+            return TrackUpdate(ended, np.zeros(frame.shape[:2], np.uint16)) if ended else None
         hw, gray = frame.shape[:2], _gray(frame)
         self._frames += 1
         out = self._remember(live, frame) if self.settings.method == "memory" else self._prompted(live, frame, gray, key)
@@ -181,10 +228,11 @@ class EntityTracker:
             lost = {t.id for t in out if t.state == LOST}
             self._tracks = [t for t in self._tracks if t.id not in lost]
             self._prev_gray = gray
+            ended, self._ended = self._ended, []
         label = np.zeros(hw, np.uint16)
         for t in sorted((t for t in out if t.state == TRACKING), key=lambda t: -t.id):
             label[t.mask] = t.id
-        return TrackUpdate(out, label)
+        return TrackUpdate(ended + out, label)
 
     def _prompted(self, live: list[Track], frame: np.ndarray, gray: np.ndarray, key) -> list[Track]:
         """flow and box: the segmenter prompted with each track's (carried) box."""

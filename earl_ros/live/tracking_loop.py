@@ -3,6 +3,11 @@
 Kept apart from the session's query and description logic: it only shares the frame buffer and the
 segmenter. It never touches frame intake (it reads the newest buffered frame, skipping any it was too
 slow for), and runs at most `tracking_rate` updates a second.
+
+Every `track_reask_period` seconds a tracked question is answered again, on its own thread so that
+updates go on meanwhile, and the next update first puts the question's tracks right from that answer
+(EntityTracker.reground): the embedded model's first answer names the wrong entity often enough that
+following it for ever loses to asking again on every frame (bench/tracking.py).
 """
 from __future__ import annotations
 
@@ -21,14 +26,21 @@ _TRACKER_SETTINGS = {"max_tracks": "max_tracks", "tracking_method": "method", "t
 
 class LiveTracking:
     def __init__(self, segmenter, frames: FrameBuffer, settings: Callable[[str], object],
-                 log: Callable[[str, str], None], video=None):
-        self.frames, self.setting, self.log = frames, settings, log
+                 log: Callable[[str, str], None], video=None, reask: Callable | None = None):
+        """reask(rgb, question, stamp) -> Grounding: answers a tracked question again (None: never)."""
+        self.frames, self.setting, self.log, self._reask = frames, settings, log, reask
         self.tracker = EntityTracker(segmenter, TrackerSettings(
             **{field: settings(name) for name, field in _TRACKER_SETTINGS.items()}), video=video)
         self.updates = 0
         self.lost = 0
         self.errors = 0
         self.update_ms: deque = deque(maxlen=200)
+        self.reasks = 0  # tracked questions answered again
+        self.reask_errors = 0
+        self.reask_ms: deque = deque(maxlen=50)
+        self._lock = threading.Lock()
+        self._questions: dict[str, set[int]] = {}  # tracked question -> its track ids
+        self._answers: list = []  # (grounding, rgb it was computed on, question) for the next update
 
     def check_setting(self, name: str, value) -> str | None:
         if name == "tracking_method":
@@ -42,10 +54,17 @@ class LiveTracking:
         if name in _TRACKER_SETTINGS:
             setattr(self.tracker.settings, _TRACKER_SETTINGS[name], value)
 
-    def start(self, grounding, rgb) -> list[int]:
-        """Track ids started for a tracked answer (`track_mode` says replace or add)."""
-        started = self.tracker.start(grounding, rgb, replace=self.setting("track_mode") == "replace")
-        return [t.id for t in started]
+    def start(self, grounding, rgb, question: str | None = None) -> list[int]:
+        """Track ids started for a tracked answer (`track_mode` says replace or add); `question` is
+        asked again every `track_reask_period` s while any of them runs."""
+        replace = self.setting("track_mode") == "replace"
+        ids = [t.id for t in self.tracker.start(grounding, rgb, replace=replace)]
+        with self._lock:
+            if replace:
+                self._questions = {}
+            if question and ids:
+                self._questions.setdefault(question, set()).update(ids)
+        return ids
 
     def stop(self, ids: list[int]) -> list[int]:
         return self.tracker.stop(ids)
@@ -55,6 +74,8 @@ class LiveTracking:
 
     def run(self, stop: threading.Event, on_update: Callable[[TrackUpdate, Frame], None]) -> None:
         """The tracking worker: while tracks run, update them on the newest frame, rate-limited."""
+        if self._reask is not None:
+            threading.Thread(target=self._reask_loop, args=(stop,), name="earl-track-reask", daemon=True).start()
         last_seq, due = 0, 0.0
         while not stop.is_set():
             if not self.tracker.tracks():
@@ -78,6 +99,7 @@ class LiveTracking:
     def _update(self, frame: Frame) -> TrackUpdate | None:
         t = time.perf_counter()
         try:
+            self._reground()
             up = self.tracker.update(frame.rgb(), key=frame.stamp)
         except Exception:  # noqa: BLE001 - one bad frame must not end tracking
             self.errors += 1
@@ -88,3 +110,53 @@ class LiveTracking:
             self.updates += 1
             self.lost += sum(tr.state == "lost" for tr in up.tracks)
         return up
+
+    # ------------------------------------------------------------------ asking again
+    def _live_questions(self) -> list[str]:
+        """Tracked questions with a track still running (the others are forgotten)."""
+        live = {t.id for t in self.tracker.tracks()}
+        with self._lock:
+            self._questions = {q: ids & live for q, ids in self._questions.items() if ids & live}
+            return list(self._questions)
+
+    def _reask_loop(self, stop: threading.Event) -> None:
+        """Answer the live tracked questions again in turn, one every `track_reask_period` s."""
+        turn, due = 0, time.monotonic()
+        while not stop.is_set():
+            period, questions = self.setting("track_reask_period"), self._live_questions()
+            frame = self.frames.latest()
+            if period <= 0 or not questions or frame is None or time.monotonic() < due:
+                due = time.monotonic() + period if not questions else due
+                stop.wait(0.05)
+                continue
+            due = time.monotonic() + period
+            question, turn = questions[turn % len(questions)], turn + 1
+            self._answer_again(frame, question)
+
+    def _answer_again(self, frame: Frame, question: str) -> None:
+        t = time.perf_counter()
+        try:
+            rgb = frame.rgb()
+            g = self._reask(rgb, question, frame.stamp)
+        except Exception:  # noqa: BLE001 - a failed re-ask leaves the tracks as they are
+            self.reask_errors += 1
+            self.log("warning", "asking a tracked question again failed:\n" + traceback.format_exc(limit=2))
+            return
+        self.reask_ms.append((time.perf_counter() - t) * 1e3)
+        self.reasks += 1
+        with self._lock:
+            self._answers.append((g, rgb, question))
+
+    def _reground(self) -> None:
+        """Apply the answers asked again since the last update (on the tracking thread: see reground)."""
+        with self._lock:
+            answers, self._answers = self._answers, []
+        for g, rgb, question in answers:
+            if question not in self._live_questions():
+                continue  # its tracks were stopped or replaced while it was being answered
+            with self._lock:
+                ids = set(self._questions.get(question, ()))
+            named = {t.id for t in self.tracker.reground(g, rgb, ids)}
+            with self._lock:
+                if question in self._questions:
+                    self._questions[question] = (self._questions[question] & {t.id for t in self.tracker.tracks()}) | named

@@ -106,6 +106,11 @@ PARAMS: tuple[Param, ...] = (
     Param("tracking_segment_every", 5, "flow: run the segmenter on every Nth update only and carry the masks "
           "in between (less compute per frame; 5 was best on bench/tracking.py's val clips).", lo=1, hi=30,
           read_only=False),
+    Param("track_reask_period", 1.0, "Seconds between answering a tracked question again (on its own thread, on "
+          "the newest frame) to put its tracks right: a first answer that named the wrong thing, or a track that "
+          "drifted, is not followed for ever; tracks it no longer names end (lost). 0 = never ask the VLM again "
+          "while tracking. (1.0: best on bench/tracking.py's val clips within a tenth of re-asking's compute.)",
+          lo=0.0, hi=600.0, read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
     Param("publish_mask", True, "Publish the mono8 label map on `mask`.", read_only=False),

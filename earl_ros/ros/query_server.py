@@ -175,7 +175,7 @@ class QueryServer:
             if p.request.return_mask:
                 p.response.mask = mask_msg
             if p.request.track and self.session.tracking is not None:
-                p.response.track_ids = self.session.tracking.start(g, ans.rgb)
+                p.response.track_ids = self.session.tracking.start(g, ans.rgb, question=p.query)
             timings["ros_build"] = (time.perf_counter() - t) * 1e3
         finally:  # an output that is no answer still reports where its time went
             timings["total"] = (time.perf_counter() - p.t_start) * 1e3

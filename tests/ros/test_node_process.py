@@ -37,8 +37,9 @@ def stamp_ns_of(header) -> int:
 # reliable intake so that a loaded CI machine does not drop the frames the tests count on
 # (the default best-effort intake is exercised by test_node_inprocess.py and the benchmark)
 # max_frame_age: these tests publish a frame and then query for seconds (tested in test_query_queue_node.py)
+# track_reask_period 0: a tracked query is followed without asking again, except where a test says so
 NODE_PARAMS = ["-p", "coarse_period:=0.2", "-p", "qos_reliability:=reliable", "-p", "qos_depth:=30",
-               "-p", "max_frame_age:=0.0"]
+               "-p", "max_frame_age:=0.0", "-p", "track_reask_period:=0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,10 @@ def test_diagnostics_count_rejected_frames_by_code(client):
         assert key in kv
 
 
-def test_parameters_validated_and_tunable(client):
+def parameter_setter(client):
+    """set_(name, value) -> SetParametersResult of the module's node."""
+    import threading
+
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
@@ -284,14 +288,16 @@ def test_parameters_validated_and_tunable(client):
     assert cli.wait_for_service(timeout_sec=DISCOVERY_TIMEOUT)
 
     def set_(name, value):
-        import threading
-
         ev = threading.Event()
         fut = cli.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
         fut.add_done_callback(lambda _f: ev.set())
         assert ev.wait(DISCOVERY_TIMEOUT)
         return fut.result().results[0]
+    return set_
 
+
+def test_parameters_validated_and_tunable(client):
+    set_ = parameter_setter(client)
     assert not set_("stale_policy", "sometimes").successful  # not a choice
     assert not set_("buffer_size", 100000).successful  # out of range
     assert not set_("model_dir", "/elsewhere").successful  # read-only
@@ -399,3 +405,31 @@ def test_a_tracked_query_is_followed_on_later_frames_until_stopped(client):
         client.publish_frame(frame(0))
         time.sleep(0.1)
     assert not client.snapshot("tracks")  # nothing left to follow
+
+
+def test_a_tracked_question_is_asked_again_while_its_tracks_run(client):
+    """track_reask_period: the node answers a tracked question again in the background and puts its
+    tracks right; updates go on meanwhile, and stopped tracks are not asked about any more."""
+    set_ = parameter_setter(client)
+    try:
+        assert set_("track_reask_period", 0.3).successful
+        before = int(diagnostics(client)["track_reasks"])
+        r = client.query("left hand", track=True, publish=False)
+        assert r.success and list(r.track_ids), r
+        publish_until(client, frame(0), lambda: int(diagnostics(client)["track_reasks"]) >= before + 2,
+                      what="two answers asked again")
+        kv = diagnostics(client)
+        assert int(kv["track_reask_errors"]) == 0 and int(kv["tracks_running"]) >= 1
+        client.clear("tracks")
+        publish_until(client, frame(0), lambda: any(m.tracks for m in client.snapshot("tracks")),
+                      what="tracks messages after the re-asks")
+        client.stop_tracks()
+        time.sleep(1.0)  # a re-ask under way when the tracks stopped may still finish
+        asked = int(diagnostics(client)["track_reasks"])
+        for _ in range(10):
+            client.publish_frame(frame(0))
+            time.sleep(0.1)
+        assert int(diagnostics(client)["track_reasks"]) == asked  # still 0.3 s: nothing is asked any more
+    finally:
+        client.stop_tracks()
+        assert set_("track_reask_period", 0.0).successful
