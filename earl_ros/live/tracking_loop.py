@@ -73,9 +73,18 @@ class LiveTracking:
         return len(self.tracker.tracks())
 
     def run(self, stop: threading.Event, on_update: Callable[[TrackUpdate, Frame], None]) -> None:
-        """The tracking worker: while tracks run, update them on the newest frame, rate-limited."""
+        """The tracking worker: while tracks run, update them on the newest frame, rate-limited. Its
+        re-ask thread ends with it (a deactivated node runs no model work in the background)."""
+        reasker = threading.Thread(target=self._reask_loop, args=(stop,), name="earl-track-reask", daemon=True)
         if self._reask is not None:
-            threading.Thread(target=self._reask_loop, args=(stop,), name="earl-track-reask", daemon=True).start()
+            reasker.start()
+        try:
+            self._follow(stop, on_update)
+        finally:
+            if reasker.is_alive():
+                reasker.join(10.0)
+
+    def _follow(self, stop: threading.Event, on_update: Callable[[TrackUpdate, Frame], None]) -> None:
         last_seq, due = 0, 0.0
         while not stop.is_set():
             if not self.tracker.tracks():
