@@ -4,8 +4,6 @@ The chain (synth -> tiny model -> sft-coarse -> descriptors -> sft-response) is 
 session and reused by the descriptor, GRPO, resume, distributed and eval tests.
 """
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
