@@ -171,3 +171,57 @@ def test_tracks_of_other_questions_survive_an_answer_asked_again(segmenter):
     tracker, other = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
     tracker.reground(_grounding(clip, [obj], frame=6), clip.frames[6], ids=set())  # a question of its own
     assert {t.entity for t in tracker.tracks()} == {hand, obj} and other.state == TRACKING
+
+
+def test_a_tracked_question_brings_back_a_track_lost_meanwhile_until_it_is_stopped(segmenter):
+    """LiveTracking: the question goes on being asked after its track is lost (the hand left the
+    view), and the entity gets a new track when an answer names it again; track/stop ends that."""
+    import threading
+    import time
+
+    from earl_ros.live.frames import Frame, FrameBuffer
+    from earl_ros.live.tracking_loop import LiveTracking
+
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    frames, asked, updates = FrameBuffer(), [], []
+    settings = {"max_tracks": 3, "tracking_method": "flow", "tracking_segment_every": 5, "track_mode": "replace",
+                "tracking_rate": 30.0, "track_reask_period": 0.2}
+
+    def reask(rgb, question, stamp):  # what a right answer returns on the frame it is asked about
+        asked.append(stamp)
+        return _grounding(clip, [hand], frame=int(round(stamp)) % len(clip.frames))
+
+    live = LiveTracking(segmenter, frames, settings.__getitem__, lambda level, msg: None, reask=reask)
+    stop = threading.Event()
+    worker = threading.Thread(target=live.run, args=(stop, lambda up, f: updates.append(up)), daemon=True)
+
+    def show(k, rgb):
+        frames.put(Frame(None, int(k * 1e9), frames.next_seq(), "rgb8", rgb))
+
+    def tracked(entity):
+        return {t.id for up in updates for t in up.tracks if t.entity == entity and t.state == TRACKING}
+
+    try:
+        show(0, clip.frames[0])
+        (first,) = live.start(_grounding(clip, [hand]), clip.frames[0], question=f"where is my {hand}?")
+        worker.start()
+        blank = np.zeros_like(clip.frames[0])
+        for k in range(1, 4):  # the camera sees nothing: the track is lost
+            show(k, blank)
+            time.sleep(0.1)
+        assert live.running() == 0 and any(t.id == first and t.state == LOST for up in updates for t in up.tracks)
+        deadline = time.monotonic() + 20
+        k = 4
+        while not (tracked(hand) - {first}) and time.monotonic() < deadline:
+            show(k, clip.frames[k % len(clip.frames)])
+            k += 1
+            time.sleep(0.05)
+        assert tracked(hand) - {first}, "the lost hand did not come back"
+        live.stop([])
+        time.sleep(0.5)  # a question under way may still finish
+        n = len(asked)
+        time.sleep(0.6)
+        assert len(asked) == n and live.running() == 0  # stopped: nothing more is asked
+    finally:
+        stop.set()
+        worker.join(10)

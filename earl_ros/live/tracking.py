@@ -180,11 +180,14 @@ class EntityTracker:
         then, names = _gray(frame), {e for e, _, _ in named}
         out = []
         with self._lock:
+            following = bool(self._tracks)
             ended = [t for t in self._tracks if ids is not None and t.id in ids and t.entity not in names]
             for t in ended:
                 t.state, t.mask = LOST, np.zeros_like(t.mask)
             self._tracks = [t for t in self._tracks if all(t is not u for u in ended)]
             self._ended += ended
+            if not following:  # nothing was followed up to now: the last frame seen may be long past
+                self._prev_gray = then
             for ent, mask, score in named:
                 mask = self._carried_to_now(mask, then)
                 if mask is None:

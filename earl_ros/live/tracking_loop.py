@@ -55,19 +55,29 @@ class LiveTracking:
             setattr(self.tracker.settings, _TRACKER_SETTINGS[name], value)
 
     def start(self, grounding, rgb, question: str | None = None) -> list[int]:
-        """Track ids started for a tracked answer (`track_mode` says replace or add); `question` is
-        asked again every `track_reask_period` s while any of them runs."""
+        """Track ids started for a tracked answer (`track_mode` says replace or add). `question` is
+        asked again every `track_reask_period` s until its tracks are stopped or replaced: a track
+        lost meanwhile (the hand left the frame) comes back, with a new id, when an answer names its
+        entity again. At most `max_tracks` questions are kept, the oldest dropped first."""
         replace = self.setting("track_mode") == "replace"
         ids = [t.id for t in self.tracker.start(grounding, rgb, replace=replace)]
         with self._lock:
             if replace:
                 self._questions = {}
             if question and ids:
-                self._questions.setdefault(question, set()).update(ids)
+                self._questions[question] = self._questions.pop(question, set()) | set(ids)
+                while len(self._questions) > self.setting("max_tracks"):
+                    self._questions.pop(next(iter(self._questions)))
         return ids
 
     def stop(self, ids: list[int]) -> list[int]:
-        return self.tracker.stop(ids)
+        """End tracks by id (none: all); a question whose last tracks are stopped is not asked again."""
+        ended = set(self.tracker.stop(ids))
+        live = {t.id for t in self.tracker.tracks()}
+        with self._lock:
+            self._questions = {q: q_ids & live for q, q_ids in self._questions.items()
+                               if ids and not (q_ids & ended and not q_ids & live)}
+        return sorted(ended)
 
     def running(self) -> int:
         return len(self.tracker.tracks())
@@ -87,7 +97,7 @@ class LiveTracking:
     def _follow(self, stop: threading.Event, on_update: Callable[[TrackUpdate, Frame], None]) -> None:
         last_seq, due = 0, 0.0
         while not stop.is_set():
-            if not self.tracker.tracks():
+            if not self.tracker.tracks() and not self._answers:
                 stop.wait(0.05)
                 continue
             wait = due - time.monotonic()
@@ -122,10 +132,7 @@ class LiveTracking:
 
     # ------------------------------------------------------------------ asking again
     def _live_questions(self) -> list[str]:
-        """Tracked questions with a track still running (the others are forgotten)."""
-        live = {t.id for t in self.tracker.tracks()}
         with self._lock:
-            self._questions = {q: ids & live for q, ids in self._questions.items() if ids & live}
             return list(self._questions)
 
     def _reask_loop(self, stop: threading.Event) -> None:
@@ -161,11 +168,13 @@ class LiveTracking:
         with self._lock:
             answers, self._answers = self._answers, []
         for g, rgb, question in answers:
-            if question not in self._live_questions():
-                continue  # its tracks were stopped or replaced while it was being answered
+            live = {t.id for t in self.tracker.tracks()}
             with self._lock:
-                ids = set(self._questions.get(question, ()))
+                if question not in self._questions:
+                    continue  # its tracks were stopped or replaced while it was being answered
+                ids = self._questions[question] & live
             named = {t.id for t in self.tracker.reground(g, rgb, ids)}
+            live = {t.id for t in self.tracker.tracks()}
             with self._lock:
                 if question in self._questions:
-                    self._questions[question] = (self._questions[question] & {t.id for t in self.tracker.tracks()}) | named
+                    self._questions[question] = (ids | named) & live

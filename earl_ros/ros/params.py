@@ -108,7 +108,8 @@ PARAMS: tuple[Param, ...] = (
           read_only=False),
     Param("track_reask_period", 1.0, "Seconds between answering a tracked question again (on its own thread, on "
           "the newest frame) to put its tracks right: a first answer that named the wrong thing, or a track that "
-          "drifted, is not followed for ever; tracks it no longer names end (lost). 0 = never ask the VLM again "
+          "drifted, is not followed for ever; tracks it no longer names end (lost), a lost one comes back when it names "
+          "it again, until track/stop. 0 = never ask the VLM again "
           "while tracking. (1.0: best on bench/tracking.py's val clips within a tenth of re-asking's compute.)",
           lo=0.0, hi=600.0, read_only=False),
     # outputs
