@@ -124,11 +124,11 @@ def ratio_interval(arm: list[dict], base: list[dict], n_boot: int = 2000, seed: 
 def summarise(blocks: dict) -> dict:
     out = {}
     base = blocks["off"]
+    base_p50 = pct([x for b in base for x in b["lat"]], 50)
     for name, bl in blocks.items():
         lat = [x for b in bl for x in b["lat"]]
         wall = sum(b["wall"] for b in bl)
-        out[name] = {"n": len(lat), "p50": pct(lat, 50), "p95": pct(lat, 95),
-                     "ratio": pct(lat, 50) / pct([x for b in base for x in b["lat"]], 50),
+        out[name] = {"n": len(lat), "p50": pct(lat, 50), "p95": pct(lat, 95), "ratio": pct(lat, 50) / base_p50,
                      "ci": ratio_interval(bl, base) if name != "off" else (1.0, 1.0),
                      "chars": float(np.mean([c for b in bl for c in b["chars"]])),
                      "desc_hz": sum(b["passes"] for b in bl) / wall, "pauses": sum(b["pauses"] for b in bl),

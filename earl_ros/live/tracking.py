@@ -190,22 +190,22 @@ class EntityTracker:
                 self._prev_gray = then
             for ent, mask, score in named:
                 mask = self._carried_to_now(mask, then)
-                if mask is None:
+                t = next((t for t in self._tracks if t.entity == ent), None)
+                if mask is None or (t is None and len(self._tracks) >= self.settings.max_tracks):
                     continue
-                t = next((t for t in self._tracks if t.entity == str(ent)), None)
-                if t is None and len(self._tracks) < self.settings.max_tracks:
-                    t = Track(self._next_id, str(ent), _mask_box(mask), float(score), int(mask.sum()))
+                if t is None:
+                    t = Track(self._next_id, ent, _mask_box(mask), score, int(mask.sum()), mask=mask)
                     self._next_id += 1
                     self._tracks.append(t)
-                if t is not None:  # memory: begins again from this mask on the next update
-                    t.mask, t.box, t.area, t.score, t.memory = mask, _mask_box(mask), int(mask.sum()), float(score), None
-                    out.append(t)
+                else:  # memory: begins again from this mask on the next update
+                    t.mask, t.box, t.area, t.score, t.memory = mask, _mask_box(mask), int(mask.sum()), score, None
+                out.append(t)
         return out
 
     def _carried_to_now(self, mask: np.ndarray, then: np.ndarray) -> np.ndarray | None:
         now = self._prev_gray
-        if not mask.any() or now is None or now.shape != mask.shape:
-            return None  # nothing named, or a camera that changed its frame size since
+        if now is None or now.shape != mask.shape:
+            return None  # a camera that changed its frame size since
         if then.shape == now.shape and not np.array_equal(then, now):
             mask = carry_mask(then, now, mask, self.settings.min_points)
         return mask if mask is not None and mask.any() else None

@@ -37,7 +37,6 @@ class LiveTracking:
         self.update_ms: deque = deque(maxlen=200)
         self.reasks = 0  # tracked questions answered again
         self.reask_errors = 0
-        self.reask_ms: deque = deque(maxlen=50)
         self._lock = threading.Lock()
         self._questions: dict[str, set[int]] = {}  # tracked question -> its track ids
         self._answers: list = []  # (grounding, rgb it was computed on, question) for the next update
@@ -150,7 +149,6 @@ class LiveTracking:
             self._answer_again(frame, question)
 
     def _answer_again(self, frame: Frame, question: str) -> None:
-        t = time.perf_counter()
         try:
             rgb = frame.rgb()
             g = self._reask(rgb, question, frame.stamp)
@@ -158,7 +156,6 @@ class LiveTracking:
             self.reask_errors += 1
             self.log("warning", "asking a tracked question again failed:\n" + traceback.format_exc(limit=2))
             return
-        self.reask_ms.append((time.perf_counter() - t) * 1e3)
         self.reasks += 1
         with self._lock:
             self._answers.append((g, rgb, question))
