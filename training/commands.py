@@ -46,10 +46,11 @@ def run_synth(s: SynthSettings) -> dict:
 
     w, _, h = s.size.lower().partition("x")
     ids = generate(s.out, parse_splits(s.splits), seed=s.seed,
-                   cfg=SynthConfig(width=int(w), height=int(h), style=s.style), progress=not s.quiet,
+                   cfg=SynthConfig(width=int(w), height=int(h), style=s.style, wording=s.wording),
+                   progress=not s.quiet,
                    workers=s.workers)
     write_corpus(s.out)
-    res = {"out": str(s.out), "style": s.style, **{k: len(v) for k, v in ids.items()}}
+    res = {"out": str(s.out), "style": s.style, "wording": s.wording, **{k: len(v) for k, v in ids.items()}}
     print(json.dumps(res))
     return res
 

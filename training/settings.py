@@ -20,6 +20,7 @@ from typing import Sequence
 
 from earl_ros.model.manifest import COORDINATE_DECODINGS
 from training.data.synth import STYLES
+from training.data.wording import WORDINGS
 from training.errors import SettingsError
 from training.tracking import REPORT_TO
 
@@ -52,7 +53,10 @@ class SynthSettings:
     splits: str = opt("train=400,val=50,test=50", "NAME=COUNT,... (default %(default)s)")
     seed: int = opt(0)
     style: str = opt("default", "scene style; non-default styles make out-of-distribution splits", choices=STYLES)
-    size: str = opt("256x192", "WIDTHxHEIGHT (default %(default)s)")
+    size: str = opt("256x192", "WIDTHxHEIGHT (default %(default)s; the random style draws its own)")
+    wording: str = opt("templates", "how questions are worded: templates (the fixed lists the shipped model saw), "
+                       "grammar (compositional, for training), heldout (a family no grammar question contains)",
+                       choices=WORDINGS)
     workers: int = opt(1, "processes drawing images (same output)")
     quiet: bool = opt(False)
 

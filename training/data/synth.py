@@ -16,7 +16,9 @@ the output depends only on those four values (not on the order or the number of 
 
 Styles (for out-of-distribution splits): "default"; "easy" (plain background, one hand holding one
 large object, no distractors, no blur); "dark" (low light, strong blur, noise); "clutter" (textured
-backgrounds, many distractors); "gloves" (unusual hand colours and object colours).
+backgrounds, many distractors); "gloves" (unusual hand colours and object colours); "random" (a fresh
+look per image: frame size, hand shape, skin, textures, light, camera; training/data/synth_looks.py),
+which never draws the held-out looks "dark" and "gloves".
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from PIL import Image, ImageFilter
 
 from earl_ros.model.prompts import NO_TARGET_ANSWER
 from training.data.synth_draw import Painter, draw_hand, draw_object
+from training.data.synth_looks import Look, camera, draw_look, kept_instances, occlude, roll_and_zoom, texture
+from training.data.wording import WORDINGS, Wording, is_sentence
 
 CATEGORIES = ("mug", "bottle", "kettle", "knife", "scissors", "laptop", "bowl", "toy car", "stapler", "bucket")
 # width / height of each category's bounding box
@@ -48,7 +52,8 @@ COLOURS = {
 _GLOVE_COLOURS = {"cyan": (40, 200, 210), "magenta": (210, 40, 200), "lime": (160, 230, 40), "navy": (20, 30, 100)}
 SKIN_TONES = [(255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 30)]
 
-STYLES = ("default", "easy", "dark", "clutter", "gloves")
+STYLES = ("default", "easy", "dark", "clutter", "gloves", "random")
+HELDOUT_LOOKS = ("dark", "gloves")  # never drawn by the random style (synth_looks.is_heldout_look)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class SynthConfig:
     height: int = 192
     style: str = "default"
     jpeg_quality: int = 92
+    wording: str = "templates"  # training/data/wording.py: templates | grammar | heldout
 
 
 @dataclass
@@ -87,13 +93,18 @@ def scene_rng(seed: int, style: str, split: str, index: int) -> np.random.Genera
     return np.random.default_rng([seed, zlib.crc32(style.encode()), zlib.crc32(split.encode()), index])
 
 
-def _background(rng, w, h, style):
+def _background(rng, w, h, style, look=None):
     yy = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     wall = rng.uniform(60, 230, 3).astype(np.float32)
     table = rng.uniform(40, 220, 3).astype(np.float32)
     horizon = rng.uniform(0.15, 0.4) if style != "easy" else 0.0
     img = np.where(yy < horizon, wall, table * (0.85 + 0.3 * yy)).astype(np.float32)
     img = np.broadcast_to(img, (h, w, 3)).copy()
+    if look is not None:
+        below = (yy[..., 0] >= horizon).astype(np.float32)
+        tex = texture(rng, look.texture, w, h)
+        img *= (below * tex + (1 - below) * texture(rng, str(rng.choice(["plain", "noise"])), w, h))[..., None]
+        return img, horizon
     if style in ("clutter", "default") and rng.random() < (0.9 if style == "clutter" else 0.4):
         # stripes or checker texture on the table
         period = int(rng.integers(8, 32))
@@ -172,7 +183,7 @@ def _place_objects(rng, hands: list[_Hand], style: str, colours: dict, W: int, H
     """One object per interacting hand (distinct categories, linked to its hand) plus distractors.
     Returns (objects, their boxes, the next free instance id)."""
     cats = list(rng.permutation(CATEGORIES))
-    n_distract = 0 if style == "easy" else int(rng.integers(0, 5 if style == "clutter" else 3))
+    n_distract = 0 if style == "easy" else int(rng.integers(0, 5 if style in ("clutter", "random") else 3))
     objs: list[_Obj] = []
     next_id = 1
     placed: list[tuple] = []
@@ -222,16 +233,19 @@ def _hand_pose(rng, hd: _Hand, r: float, placed: list[tuple], W: int, H: int):
 
 
 def _draw_hands(painter: Painter, rng, hands: list[_Hand], placed: list[tuple], style: str, W: int, H: int,
-                next_id: int) -> None:
+                next_id: int, look: Look | None = None) -> None:
     """Hands last (they occlude what they hold), one skin colour for both; assigns their instance ids."""
-    skin_pool = list(_GLOVE_COLOURS.values()) if style == "gloves" else SKIN_TONES
-    skin = tuple(int(v) for v in skin_pool[int(rng.integers(len(skin_pool)))])
-    r = H * float(rng.uniform(0.075, 0.1)) * (1.2 if style == "easy" else 1.0)
+    if look is None:
+        skin_pool = list(_GLOVE_COLOURS.values()) if style == "gloves" else SKIN_TONES
+        skin = tuple(int(v) for v in skin_pool[int(rng.integers(len(skin_pool)))])
+    else:
+        skin = look.skin
+    r = H * float(rng.uniform(0.075, 0.1)) * (1.2 if style == "easy" else 1.0) * (look.palm if look else 1.0)
     for hd in hands:
         hd.iid = next_id
         next_id += 1
         base, centre = _hand_pose(rng, hd, r, placed, W, H)
-        draw_hand(painter, hd.side, hd.iid, skin, base, centre, r, hd.state, rng)
+        draw_hand(painter, hd.side, hd.iid, skin, base, centre, r, hd.state, rng, look.hand if look else None)
 
 
 def _camera_effects(rng, rgb: Image.Image, style: str, W: int, H: int) -> Image.Image:
@@ -260,8 +274,10 @@ def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
     """Draw one scene. Returns (rgb uint8 HxWx3, label map uint8 HxW, depth uint16 HxW, scene dict).
 
     Every value comes from `rng` in a fixed order, so one generator state gives one image."""
-    W, H, style = cfg.width, cfg.height, cfg.style
-    bg, horizon = _background(rng, W, H, style)
+    style = cfg.style
+    look = draw_look(rng, SKIN_TONES) if style == "random" else None
+    W, H = look.size if look is not None else (cfg.width, cfg.height)
+    bg, horizon = _background(rng, W, H, style, look)
     rgb = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     lab = Image.new("L", (W, H), 0)
     painter = Painter(rgb, lab)
@@ -272,29 +288,36 @@ def render_scene(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
     objs, placed, next_id = _place_objects(rng, hands, style, colours, W, H, horizon)
     for o in objs:
         draw_object(painter, o, colours[o.colour])
-    _draw_hands(painter, rng, hands, placed, style, W, H, next_id)
-    out = _camera_effects(rng, rgb, style, W, H)
+    _draw_hands(painter, rng, hands, placed, style, W, H, next_id, look)
+    if look is None:
+        out = _camera_effects(rng, rgb, style, W, H)
+    else:
+        asked = [hd.iid for hd in hands] + [hd.obj.iid for hd in hands if hd.obj is not None]
+        rgb, lab = _hide_and_turn(rng, rgb, lab, look, asked)
+        out = camera(rng, rgb, look)
     lab_np = np.asarray(lab).copy()
     depth = _depth(lab_np, horizon, [hd.iid for hd in hands], rng)
-    scene = {"hands": hands, "objects": objs}
+    scene = {"hands": hands, "objects": objs, "look": look}
     return np.asarray(out), lab_np, depth, scene
+
+
+def _hide_and_turn(rng, rgb: Image.Image, lab: Image.Image, look: Look, asked: list[int]):
+    """The random look's occluder, camera roll and zoom, each kept only if every instance a question
+    can ask for keeps at least half of its pixels."""
+    if look.occluder:
+        rgb2, lab2 = rgb.copy(), lab.copy()
+        occlude(rng, Painter(rgb2, lab2), *rgb.size)
+        if kept_instances(np.asarray(lab), np.asarray(lab2), asked):
+            rgb, lab = rgb2, lab2
+    rgb2, lab2 = roll_and_zoom(rgb, lab, look)
+    if kept_instances(np.asarray(lab), np.asarray(lab2), asked):
+        rgb, lab = rgb2, lab2
+    return rgb, lab
 
 
 # ----------------------------------------------------------------------------------------------
 # text: captions, entries, queries
 
-_HAND_Q = ["Where is my {side} hand?", "Segment my {side} hand.", "Show me the {side} hand of the camera wearer.",
-           "{side} hand"]
-_OBJ_Q = {"held": ["What am I holding in my {side} hand?", "What is my {side} hand holding?",
-                   "Which object is in my {side} hand?", "the object held by the {side} hand"],
-          "touched": ["What is my {side} hand touching?", "Which object is my {side} hand touching?",
-                      "the object touched by the {side} hand"]}
-_BOTH_Q = ["Which hands and objects are interacting?", "What are my hands doing? Show the hands and the objects.",
-           "Find every hand and the object it interacts with.", "hands and interacting objects"]
-_NONE_Q_HAND = ["Where is my {side} hand?", "What is my {side} hand holding?"]
-_NONE_Q_FREE = ["What is my {side} hand holding?", "Which object is my {side} hand touching?"]
-_NONE_Q_OBJ = ["Where is the {cat} I am holding?", "Which {cat} am I using?"]
-_NONE_Q_NOHANDS = ["Which hands and objects are interacting?", "Where are my hands?"]
 _VERB = {"held": "holding", "touched": "touching"}
 
 
@@ -346,7 +369,7 @@ N_SLOTS = 4  # entries carry a fixed number of mask slots; 0 / '' mark unused on
 
 
 def _entry(tokens: list[str], ids: list[int], caption: str, queries: list[str], qid0: str, k0: int,
-           hands_of: dict[str, str]) -> dict:
+           hands_of: dict[str, str], sentence=lambda q: q[:1].isupper()) -> dict:
     pad = N_SLOTS - len(tokens)
     return {
         "masks_idx": list(ids) + [0] * pad,
@@ -354,53 +377,61 @@ def _entry(tokens: list[str], ids: list[int], caption: str, queries: list[str], 
         "caption": caption,
         "answer": _template_answer(tokens, hands_of),
         "tokens": list(tokens) + [""] * pad,
-        "questions": [{"query": q, "is_sentence": q[:1].isupper(), "id": f"{qid0}_{k0 + j}"}
+        "questions": [{"query": q, "is_sentence": sentence(q), "id": f"{qid0}_{k0 + j}"}
                       for j, q in enumerate(queries)],
     }
 
 
-def entries_for(scene: dict, image_id: str, rng: np.random.Generator, max_q: int = 2) -> list[dict]:
+def entries_for(scene: dict, image_id: str, rng: np.random.Generator, max_q: int = 2,
+                wording: str = "templates") -> list[dict]:
+    """The scene's entries (one per target set) with up to `max_q` questions each, worded by `wording`
+    (training/data/wording.py); the targets never depend on the wording."""
     hands: list[_Hand] = scene["hands"]
     caption = caption_for(scene)
     hands_of = {_obj_name(hd.obj): _hand_name(hd.side) for hd in hands if hd.obj is not None}
+    words = Wording(wording)
+    # the template lists keep their own capital-letter rule, so the shipped model's data redraws exactly
+    sentence = (lambda q: q[:1].isupper()) if wording == "templates" else is_sentence
     entries, k = [], 0
-
-    def pick(templates, **kw):
-        idx = rng.permutation(len(templates))[:max_q]
-        return [templates[i].format(**kw) for i in idx]
 
     def add(tokens, ids, qs):
         nonlocal k
-        entries.append(_entry(tokens, ids, caption, qs, image_id, k, hands_of))
+        entries.append(_entry(tokens, ids, caption, qs, image_id, k, hands_of, sentence))
         k += len(qs)
 
     for hd in hands:  # hand
-        add([_hand_name(hd.side)], [hd.iid], pick(_HAND_Q, side=hd.side))
+        add([_hand_name(hd.side)], [hd.iid], words.questions("hand", rng, max_q, side=hd.side))
     for hd in hands:  # object of hand
         if hd.obj is not None:
-            add([_obj_name(hd.obj)], [hd.obj.iid], pick(_OBJ_Q[hd.state], side=hd.side))
+            add([_obj_name(hd.obj)], [hd.obj.iid], words.questions(hd.state, rng, max_q, side=hd.side))
     pairs = [(hd, hd.obj) for hd in hands if hd.obj is not None]
     if pairs:  # hands + objects
         toks, ids = [], []
         for hd, o in pairs:
             toks += [_hand_name(hd.side), _obj_name(o)]
             ids += [hd.iid, o.iid]
-        add(toks, ids, pick(_BOTH_Q))
-    # no target
+        add(toks, ids, words.questions("both", rng, max_q))
+    add([], [], _no_target_questions(scene, rng, words)[:max_q])
+    return entries
+
+
+def _no_target_questions(scene: dict, rng: np.random.Generator, words: Wording) -> list[str]:
+    """Questions whose honest answer is "no target": a hand out of view, what a free hand holds, a
+    category nobody uses, interactions when no hand is in view."""
+    hands: list[_Hand] = scene["hands"]
     present = {hd.side for hd in hands}
     nq = []
     for side in ("left", "right"):
         if side not in present:
-            nq.append(str(rng.choice(_NONE_Q_HAND)).format(side=side))
+            nq.append(words.question("none_hand", rng, side=side))
         elif next(hd for hd in hands if hd.side == side).obj is None:
-            nq.append(str(rng.choice(_NONE_Q_FREE)).format(side=side))
+            nq.append(words.question("none_free", rng, side=side))
     if not hands:
-        nq.append(str(rng.choice(_NONE_Q_NOHANDS)))
+        nq.append(words.question("none_all", rng))
     used = {o.category for o in scene["objects"]}
     absent = [c for c in CATEGORIES if c not in used]
-    nq.append(str(rng.choice(_NONE_Q_OBJ)).format(cat=str(rng.choice(absent))))
-    add([], [], nq[:max_q])
-    return entries
+    nq.append(words.question("none_obj", rng, cat=lambda: str(rng.choice(absent))))
+    return nq
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,7 +460,7 @@ def write_one(root: Path, split: str, index: int, seed: int, cfg: SynthConfig) -
     Image.fromarray(rgb).save(root / "RGB" / f"{iid}.jpg", quality=cfg.jpeg_quality)
     Image.fromarray(depth).save(root / "depth" / f"{iid}.png")
     Image.fromarray(lab, mode="L").save(root / "mask" / f"{iid}.png")
-    entries = entries_for(scene, iid, rng)
+    entries = entries_for(scene, iid, rng, wording=cfg.wording)
     (root / "dataset_split" / split / f"{iid}.json").write_text(json.dumps(entries, indent=1))
     return iid
 
@@ -448,6 +479,8 @@ def generate(root: str | Path, splits: dict[str, int], seed: int = 0, cfg: Synth
     cfg = cfg or SynthConfig()
     if cfg.style not in STYLES:
         raise ValueError(f"unknown style {cfg.style!r}; choose one of {', '.join(STYLES)}")
+    if cfg.wording not in WORDINGS:
+        raise ValueError(f"unknown wording {cfg.wording!r}; choose one of {', '.join(WORDINGS)}")
     root = Path(root)
     for d in ("RGB", "depth", "mask"):
         (root / d).mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,15 @@ def _window(t: float, phase: np.ndarray, cw: int, ch: int, w: int, h: int, amoun
 def moving_clip(seed: int, n_frames: int = 40, rate_hz: float = 10.0, size: tuple[int, int] = (256, 192),
                 motion: float = 1.0, style: str = "default", split: str = "clips") -> Clip:
     """`n_frames` frames of one scene (seed, split) at `rate_hz`; motion 0 = a still camera, 1 = the
-    window pans over a quarter of the canvas, zooms by up to 15% and rolls up to 8 degrees."""
+    window pans over a quarter of the canvas, zooms by up to 15% and rolls up to 8 degrees. The random
+    style draws its own canvas size, and the frames are then that canvas / 1.3, not `size`."""
     w, h = size
     cw, ch = int(round(w * 1.3)), int(round(h * 1.3))
     rng = scene_rng(seed, style, split, 0)
     rgb, lab, _depth, scene = render_scene(rng, SynthConfig(width=cw, height=ch, style=style))
+    if lab.shape != (ch, cw):  # a style that draws its own frame size (random): the frame follows it
+        ch, cw = lab.shape
+        w, h = int(round(cw / 1.3)), int(round(ch / 1.3))
     phase = np.random.default_rng(seed).uniform(0, 2 * math.pi, 4)
     canvas, labels = Image.fromarray(rgb), Image.fromarray(lab, mode="L")
     frames, labs = [], []

@@ -104,8 +104,12 @@ def draw_object(p: Painter, o, rgb: tuple[int, int, int]):
         raise ValueError(c)
 
 
-def draw_hand(p: Painter, side: str, iid: int, skin, base, centre, r: float, state: str, rng):
-    """Forearm from `base` (below the lower edge) to the wrist, palm at `centre`, fingers beyond."""
+def draw_hand(p: Painter, side: str, iid: int, skin, base, centre, r: float, state: str, rng, shape=None):
+    """Forearm from `base` (below the lower edge) to the wrist, palm at `centre`, fingers beyond;
+    `shape` (training/data/synth_looks.HandShape) sets the proportions, None the usual hand."""
+    from training.data.synth_looks import HandShape
+
+    shape = shape or HandShape()
     bx, by = base
     cx, cy = centre
     ux, uy = cx - bx, cy - by
@@ -113,18 +117,19 @@ def draw_hand(p: Painter, side: str, iid: int, skin, base, centre, r: float, sta
     ux, uy = ux / n, uy / n
     px, py = -uy, ux  # perpendicular
     wx, wy = cx - ux * 0.9 * r, cy - uy * 0.9 * r
-    arm_w = 1.5 * r
-    sleeve = shade(skin, 0.85)
+    arm_w = shape.arm_width * r
+    sleeve = shape.sleeve or shade(skin, 0.85)
     p.polygon([(bx + px * arm_w * 0.6, by + py * arm_w * 0.6), (bx - px * arm_w * 0.6, by - py * arm_w * 0.6),
                (wx - px * arm_w * 0.45, wy - py * arm_w * 0.45), (wx + px * arm_w * 0.45, wy + py * arm_w * 0.45)],
               sleeve, iid)
     p.ellipse((cx - r, cy - r, cx + r, cy + r), skin, iid)
     curl = {"held": 0.55, "touched": 1.0, "free": float(rng.uniform(0.7, 1.1))}[state]
-    flen, fw = 1.0 * r * curl, 0.32 * r
+    flen, fw = shape.finger_length * r * curl, shape.finger_width * r
     finger = shade(skin, 0.95)
     for k, off in enumerate((-0.6, -0.2, 0.2, 0.6)):
+        off *= shape.spread
         sx, sy = cx + ux * 0.6 * r + px * off * r, cy + uy * 0.6 * r + py * off * r
-        ln = flen * (0.85 if k in (0, 3) else 1.0)
+        ln = flen * shape.fingers[k]
         p.line([(sx, sy), (sx + ux * ln, sy + uy * ln)], finger, iid, fw)
     # thumb on the inner side: +perp for the right hand (pointing left), -perp for the left hand
     tside = 1.0 if side == "right" else -1.0
