@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from training.errors import SettingsError
-from training.settings import (DescriptorsSettings, EvalSettings, ExportSettings, GrpoSettings, SegmenterEvalSettings,
+from training.settings import (DescriptorsSettings, EvalSettings, ExportSettings, FreshEvalSettings, GrpoSettings, SegmenterEvalSettings,
                                SegmenterFtSettings, SftCoarseSettings, SftResponseSettings, SynthSettings,
                                VideoMemorySettings, VisionPretrainSettings, to_argv)
 
@@ -109,6 +109,12 @@ def _eval(s):
     return run_eval(s)
 
 
+def _fresh_eval(s):
+    from training.fresh_eval import run_fresh_eval
+
+    return run_fresh_eval(s)
+
+
 def _export(s):
     from training.export import run_export
 
@@ -136,6 +142,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             GrpoSettings, ("model", "data", "out"), _grpo),
     Command("eval", "Evaluate a model dir on a split: IoU metrics, METEOR, CIDEr.",
             EvalSettings, ("model", "data"), _eval),
+    Command("fresh-eval", "Score a model on fresh splits (>= 500 images, unused seeds) with 95% bootstrap intervals.",
+            FreshEvalSettings, ("model", "out"), _fresh_eval),
     Command("export", "Self-contained copy of a model dir (LoRA merged, relative paths).",
             ExportSettings, ("model", "out"), _export),
 )}
