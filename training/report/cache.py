@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from training.fresh_eval import FRESH_SPLITS, MIN_IMAGES
 from training.report.loaded_model import LoadedModel
 
-HELDOUT = {"test": {"style": "default", "seed": 1, "count": 60},
-           "test_dark": {"style": "dark", "seed": 2, "count": 40}}
+# issue 27's fresh splits (training/fresh_eval.py): in distribution, held-out wording, held-out looks
+HELDOUT = {sp.name: {"style": sp.style, "wording": sp.wording, "seed": sp.seed, "count": MIN_IMAGES}
+           for sp in FRESH_SPLITS}
 
 
 def heldout_data(run: Path) -> Path:
@@ -25,8 +27,8 @@ def heldout_data(run: Path) -> Path:
         d = root / "dataset_split" / split
         if d.is_dir() and len(list(d.glob("*.json"))) == spec["count"]:
             continue
-        generate(root, {split: spec["count"]}, seed=spec["seed"], cfg=SynthConfig(style=spec["style"]),
-                 progress=False)
+        generate(root, {split: spec["count"]}, seed=spec["seed"],
+                 cfg=SynthConfig(style=spec["style"], wording=spec["wording"]), progress=False)
     return root
 
 

@@ -17,8 +17,8 @@ from training.report.cache import HELDOUT
 from training.report.curves import curves_section
 from training.report.findings import findings_section
 from training.report.loaded_model import LoadedModel
-from training.report.statistics import (MET, NOT_MET, _beats, _fmt, _minutes, _repeats_section, _target_lines,
-                                        _targets_summary, _times, _versus, table)
+from training.report.statistics import _fmt, _minutes, _repeats_section, _target_lines, _targets_summary, _times, table
+from training.report.targets import comparisons, headline_table, quality_targets
 
 
 def _afs_training(sft_cfg: dict) -> str:
@@ -107,27 +107,6 @@ class _CardInputs:
         return str(self.man["response"].get("coordinates", "greedy"))
 
 
-def _targets(r: _CardInputs, rep: dict[int, dict]) -> list[tuple[str, tuple[str, str]]]:
-    """Issue 5's quality targets with their verdicts; GRPO and AFS are judged over every training seed."""
-    R, sel = r.results, r.sel
-    ft, gt_, sft = R.get("final_test") or {}, R.get("grpo_test") or {}, R.get("sft_test") or {}
-    nd = R.get(f"nodesc_{sel}_test") or {}  # the no-descriptor arm's stage that matches the shipped one
-
-    def ok(b):
-        return (MET if b else NOT_MET), ""
-
-    def reps(ka, kb):  # (seed, a, b) of every training-seed repeat
-        return [(sd, x.get(ka), x.get(kb)) for sd, x in rep.items()]
-    grpo_reps, afs_reps = reps("grpo", "sft"), reps(sel, f"nodesc_{sel}")
-    return [
-        (f"in-distribution cIoU >= 60: {_fmt(ft, 'cIoU', 100)}", ok(ft.get('cIoU', 0) >= 0.60)),
-        (f"no-target accuracy >= 90%: {_fmt(ft, 'no_target_acc', 100)}", ok(ft.get('no_target_acc', 0) >= 0.90)),
-        (f"GRPO beats SFT-only on cIoU: {_versus(gt_, sft, grpo_reps)}", _beats(gt_, sft, grpo_reps)),
-        (f"AFS beats no-descriptor on cIoU ({'SFT + GRPO' if sel == 'grpo' else 'SFT only'}, both arms): "
-         f"{_versus(ft, nd, afs_reps)}", _beats(ft, nd, afs_reps)),
-    ]
-
-
 def _header(targets: list) -> str:
     return f"""# earl-tiny-synth: the embedded default EARL model
 
@@ -146,6 +125,8 @@ def _reproduce(r: _CardInputs, rep: dict[int, dict]) -> str:
                    "--coordinates greedy\n" if coords_flag else "")
     ablation_cmd = ("" if both_arms else "python -m training recipe tiny-synth --out runs/tiny-synth --ablation "
                     "no-descriptor   # the no-descriptor arm (AFS off)\n")
+    split_evals = "".join(f"python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout "
+                          f"--split {split}\n" for split in HELDOUT)
     repeat_cmds = "".join(f"python -m training recipe tiny-synth --out runs/tiny-synth --repeat-seed {sd}   # both arms "
                           f"again, training seed {sd}\n" for sd in rep)
     return f"""## Reproduce
@@ -156,8 +137,7 @@ python -m training recipe tiny-synth --out runs/tiny-synth --model-out models/ea
 ```
 Single evaluations (the numbers below):
 ```bash
-python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test
-python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test_dark
+{split_evals}python -m training fresh-eval --model models/earl-tiny-synth --out runs/fresh   # the same splits, with intervals
 python -m training eval --model runs/tiny-synth/sft --data runs/tiny-synth/heldout --split test --box-refine {r.refine}{coords_flag}
 python -m training eval --model runs/tiny-synth/grpo_nodesc/final --data runs/tiny-synth/heldout --split test --no-descriptor --box-refine {r.refine}{coords_flag}
 python -m training eval --model models/earl-tiny-synth --data runs/tiny-synth/heldout --split test --box-refine 0
@@ -195,15 +175,16 @@ less than their sum:
 
 def _data(cfg: dict) -> str:
     synth = cfg.get('synth', {})
+    held = "; ".join(f"`{name}` = {spec['count']} images, look `{spec['style']}`, wording `{spec['wording']}`, seed "
+                     f"{spec['seed']}" for name, spec in HELDOUT.items())
     return f"""## Data
 
-`python -m training synth` scenes, {synth.get('size', '256x192')} px: training split
-`{synth.get('splits', '')}` (seed {synth.get('seed', 0)}, default style;
-about 8 queries per image over the four query kinds: hand, object of hand, hands + objects, no
-target). Held-out evaluation splits use other seeds and are written separately
-(`runs/tiny-synth/heldout`): `test` = {HELDOUT['test']['count']} images, default style, seed
-{HELDOUT['test']['seed']} (in distribution); `test_dark` = {HELDOUT['test_dark']['count']} images,
-style `dark` (low light, blur, noise), seed {HELDOUT['test_dark']['seed']} (out of distribution).
+`python -m training synth` scenes: training split `{synth.get('splits', '')}` (seed {synth.get('seed', 0)}, look
+`{synth.get('style', 'default')}`, wording `{synth.get('wording', 'templates')}`; about 8 queries per image over
+the four query kinds: hand, object of hand, hands + objects, no target). The evaluation splits are
+drawn afresh with seeds no training or selection used (training/fresh_eval.py, `runs/tiny-synth/heldout`):
+{held}. The held-out wording family and the held-out looks never occur in training data
+(tests/training/test_wording_and_looks.py).
 
 """
 
@@ -285,10 +266,13 @@ def _ablation_note(R: dict, both_arms: bool) -> str:
 
 def _quality(r: _CardInputs, rep: dict[int, dict], targets: list) -> str:
     R = r.results
-    main_rows = [("earl-tiny-synth (shipped) / test (in-distribution)", R.get("final_test")),
-                 ("earl-tiny-synth (shipped) / test_dark (out-of-distribution)", R.get("final_test_dark"))]
+    main_rows = [(f"earl-tiny-synth (shipped) / {split}", R.get(f"final_{split}")) for split in HELDOUT]
     target_lines = "\n".join(_target_lines(targets))
-    return f"""## Quality (`python -m training eval`, masks from the fine-tuned segmenter)
+    return f"""## Quality on fresh splits (`python -m training eval`, masks from the fine-tuned segmenter)
+
+Headline: each split drawn after every decision was made, 95% intervals by resampling images.
+
+{headline_table(R)}
 
 cIoU = cumulative intersection / cumulative union (the paper's number); gIoU = mean per-sample IoU;
 sample mIoU = the public eval code's metric; no-target accuracy = share of no-target queries for which
@@ -298,14 +282,19 @@ template answer sentence rebuilt from the entity list, and on the stage-1 descri
 
 {table(main_rows)}
 
+Targets of issue 27:
+{target_lines}
+
 ### Ablations (in-distribution `test`, same data and compute)
 
 {table(_ablation_rows(R, r.sel))}
 {_ablation_note(R, _arms_together(r.times))}{_repeats_section(R, rep, r.sel)}
-Targets of issue 5:
-{target_lines}
-
 """
+
+
+def _comparisons(results: dict, rep: dict[int, dict], sel: str) -> str:
+    lines = "\n".join(_target_lines(comparisons(results, rep, sel)))
+    return f"Comparisons (measured findings, not targets):\n{lines}\n\n"
 
 
 def _latency(latency: dict) -> str:
@@ -346,8 +335,9 @@ def model_card(model_out: LoadedModel | Path, run: Path, results: dict, latency:
     model = LoadedModel.of(model_out)
     r = _CardInputs(model=model, man=model.manifest.raw, recipe=recipe, results=results)
     rep = dict(sorted((repeats or {}).items()))
-    targets = _targets(r, rep)
+    targets = quality_targets(results)
     findings = findings_section(run, results, recipe, r.sel, r.refine, r.coords)
     return (_header(targets) + _reproduce(r, rep) + _stage_times(r, ablation) + _data(r.cfg) + _model_table(r)
-            + _model_training(r) + curves_section(curves or []) + _quality(r, rep, targets) + _latency(latency)
+            + _model_training(r) + curves_section(curves or []) + _quality(r, rep, targets)
+            + _comparisons(results, rep, r.sel) + _latency(latency)
             + f"## Findings\n\n{findings}\n\n" + _abilities(results))

@@ -49,8 +49,7 @@ def _evaluations(run: Path, shipped: LoadedModel, data: Path) -> tuple[dict, dic
                                   **ev)
                 for name, stage_dir in RunLayout(base).response_stages().items()}
     results = {
-        "final_test": eval_cached(run, "final", shipped, data, "test", **ev),
-        "final_test_dark": eval_cached(run, "final", shipped, data, "test_dark", **ev),
+        **{f"final_{split}": eval_cached(run, "final", shipped, data, split, **ev) for split in HELDOUT},
         **{f"{name}_test": res for name, res in response_stages("", run).items()},
         "final_zerodesc_test": eval_cached(run, "final_zerodesc", shipped, data, "test", no_descriptor=True, **ev),
     }
