@@ -90,3 +90,28 @@ def test_answers_synthetic_frames(pipe, scenes):
     # no-target queries answered "none"; MODEL_CARD.md) and far above a random-weight model (0 and 0).
     assert np.mean(hand_ious) >= 0.35, f"hand mask IoUs {np.round(hand_ious, 2)}"
     assert no_target_ok / n_no_target >= 0.6, f"{no_target_ok}/{n_no_target} no-target queries answered correctly"
+
+
+def test_batched_answers_are_the_answers_one_by_one(pipe, scenes):
+    """Evaluation answers an image's questions in one generation (answer_many); the figures it
+    produces must be the node's answers, to the text, box and mask."""
+    for iid in scenes.image_ids[:4]:
+        img = scenes.image(iid)
+        queries = [s.query for s in scenes.samples if s.image_id == iid]
+        inter = pipe.describe(img)
+        batched = pipe.answer_many(img, queries, inter)
+        assert len(batched) == len(queries)
+        for q, g in zip(queries, batched):
+            alone = pipe.answer(img, q, inter)
+            assert g.raw_text == alone.raw_text and g.entities == alone.entities
+            assert np.array_equal(g.boxes, alone.boxes) and np.array_equal(g.masks, alone.masks)
+            assert g.no_target == alone.no_target and g.parse_status == alone.parse_status
+
+
+def test_batched_answers_take_no_questions_and_refuse_an_empty_one(pipe, scenes):
+    from earl_ros.model.errors import EmptyQueryError
+
+    img = scenes.image(scenes.image_ids[0])
+    assert pipe.answer_many(img, []) == []
+    with pytest.raises(EmptyQueryError):
+        pipe.answer_many(img, ["Where is my left hand?", "  "])

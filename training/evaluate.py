@@ -39,7 +39,9 @@ def format_table(summary: dict) -> str:
 
 def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None, image_limit: int | None = None,
              device: str = "cpu", segmenter: str = "model", progress: bool = True, no_descriptor: bool = False,
-             box_refine: int | None = None, coordinates: str | None = None) -> dict:
+             box_refine: int | None = None, coordinates: str | None = None, one_by_one: bool = False) -> dict:
+    """Scores a model dir on a split. An image's questions are answered in one batched generation
+    (EarlPipeline.answer_many, the same greedy answers); one_by_one takes the node's path instead."""
     from earl_ros.model.pipeline import EarlPipeline
     from earl_ros.model.prompts import parse_response
     from training.data import IRGBench
@@ -64,8 +66,9 @@ def evaluate(model_dir, data_root, split: str = "test", limit: int | None = None
         inter = pipe.empty_interaction() if no_descriptor else pipe.describe(img)
         if not no_descriptor:
             acc.add_description(inter.text, ds.captions.get(iid, samples[0].caption))
-        for s in samples:
-            g = pipe.answer(img, s.query, inter)
+        answers = ([pipe.answer(img, s.query, inter) for s in samples] if one_by_one
+                   else pipe.answer_many(img, [s.query for s in samples], inter))
+        for s, g in zip(samples, answers):
             masks = g.masks if segmenter == "model" else box_masks(g.boxes, img.shape[:2])
             gt_masks = s.masks() if s.entities else None
             acc.add(g.entities, masks, s.entities, gt_masks)
@@ -142,7 +145,7 @@ def _answer(entities, parsed) -> str:
 def run_eval(s: EvalSettings) -> dict:
     res = evaluate(s.model, s.data, s.split, limit=s.limit, image_limit=s.image_limit, device=s.device,
                    segmenter=s.segmenter, progress=not s.quiet, no_descriptor=s.no_descriptor,
-                   box_refine=s.box_refine, coordinates=s.coordinates)
+                   box_refine=s.box_refine, coordinates=s.coordinates, one_by_one=s.one_by_one)
     print(format_table(res))
     if s.out:
         Path(s.out).parent.mkdir(parents=True, exist_ok=True)

@@ -269,6 +269,8 @@ class EvalSettings:
                                        "box)", metavar="N")
     coordinates: str | None = opt(None, "override the manifest's response.coordinates (how box coordinates are "
                                         "decoded; earl_ros/model/coordinates.py)", choices=COORDINATE_DECODINGS)
+    one_by_one: bool = opt(False, "answer each question alone as the node does (default: an image's questions in "
+                                  "one batched generation, the same greedy answers)")
     quiet: bool = opt(False)
 
 

@@ -202,7 +202,6 @@ class EarlPipeline:
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("the query is empty")
         img, work = self._work_image(frame)
-        h, w = img.shape[:2]
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
@@ -221,6 +220,35 @@ class EarlPipeline:
         timings["response"] = (time.perf_counter() - t) * 1000.0
         steps.check()  # a cancelled generation stopped part-way: no parse of half an answer
 
+        return self._ground(img, work, raw, interaction, stamp, steps, timings, t_start)
+
+    def answer_many(self, frame, queries, interaction: Interaction | None = None,
+                    stamp: float | None = None) -> list[Grounding]:
+        """Every query about one frame, generated in one batch (python -m training eval's path: an
+        image's questions share its frame and description). The greedy answers are those of
+        `answer` one by one; no progress or cancel, so the node keeps using `answer`."""
+        queries = list(queries)
+        if any(not isinstance(q, str) or not q.strip() for q in queries):
+            raise EmptyQueryError("the query is empty")
+        if not queries:
+            return []
+        with self.priority.query():
+            t_start = time.perf_counter()
+            img, work = self._work_image(frame)
+            if interaction is None:
+                interaction = self._describe_work(work, stamp, None)
+            t = time.perf_counter()
+            with self._stage("response"):
+                raws = self.response.respond_many(work, queries, interaction.descriptor,
+                                                  max_new_tokens=self.max_new_tokens)
+            share = (time.perf_counter() - t) * 1000.0 / len(queries)  # the batch's time, shared out
+            return [self._ground(img, work, raw, interaction, stamp, AnswerProgress(),
+                                 {"coarse": 0.0, "response": share}, t_start) for raw in raws]
+
+    def _ground(self, img, work, raw, interaction: Interaction, stamp: float | None, steps: AnswerProgress,
+                timings: dict[str, float], t_start: float) -> Grounding:
+        """Parse an answer, map its boxes to the original frame and segment them."""
+        h, w = img.shape[:2]
         t = time.perf_counter()
         parsed = parse_response(raw.text)
         pairs = parsed.grounded_entities()

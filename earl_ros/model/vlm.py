@@ -398,6 +398,21 @@ class ResponseModel(_VLMStage):
                            query=batch.queries[0], query_truncated=batch.query_truncated[0])
 
     @torch.no_grad()
+    def respond_many(self, image, queries: Sequence[str], descriptor=None,
+                     max_new_tokens: int | None = None) -> list[RawResponse]:
+        """Greedy answers to several queries about one image in one generation (evaluation asks about
+        8 per image). Prompts are left-padded and the padding masked, so each answer is the one
+        `respond` gives alone; the batch saves the per-call overhead of a tiny model on CPU."""
+        if not queries:
+            return []
+        desc = None if descriptor is None else [np.asarray(descriptor, np.float32)] * len(queries)
+        batch = self.prepare([image] * len(queries), list(queries), desc)
+        gen = self.generate(batch, max_new_tokens=max_new_tokens)
+        return [RawResponse(texts=[text], scale_xy=f.scale_xy, input_hw=f.input_hw, orig_hw=f.orig_hw, query=q,
+                            query_truncated=trunc)
+                for text, f, q, trunc in zip(gen.texts, batch.frames, batch.queries, batch.query_truncated)]
+
+    @torch.no_grad()
     def logits(self, image, query: str, descriptor=None) -> torch.Tensor:
         """Next-token logits [V] after the prompt (used by tests and diagnostics)."""
         batch = self.prepare([image], [query], None if descriptor is None else [np.asarray(descriptor, np.float32)])

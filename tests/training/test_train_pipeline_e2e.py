@@ -139,7 +139,11 @@ def loose_gt_answers(chain, monkeypatch):
             text = format_response(s.entities, [tuple(int(v) for v in b) for b in boxes])
         return RawResponse([text], f.scale_xy, f.input_hw, f.orig_hw, query, False)
 
+    def respond_many(self, image, queries, descriptor=None, **kw):  # evaluation's batched path
+        return [respond(self, image, q, descriptor) for q in queries]
+
     monkeypatch.setattr(ResponseModel, "respond", respond)
+    monkeypatch.setattr(ResponseModel, "respond_many", respond_many)
 
 
 def test_refine_sweep_redraws_only_the_masks_of_an_eval(chain, loose_gt_answers):
