@@ -280,7 +280,7 @@ class FreshEvalSettings:
     out: str | None = opt(None, "dir for the drawn splits (OUT/n<IMAGES>/data), cached evals (OUT/n<IMAGES>/eval) "
                                  "and the table (OUT/TAG.md)")
     splits: str | None = opt(None, "NAME:STYLE:WORDING:SEED,... (default: issue 27's four fresh splits, "
-                                   "training/fresh_eval.py FRESH_SPLITS)")
+                                   "training/fresh_splits.py FRESH_SPLITS)")
     images: int = opt(500, "images per split (at least 500 for a headline figure)")
     tag: str = opt("fresh", "name of this model's cached evals and table in OUT")
     allow_small: bool = opt(False, "allow fewer than 500 images (a quick look, not a headline figure)")

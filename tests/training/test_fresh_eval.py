@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from training.data.synth import HELDOUT_LOOKS
-from training.fresh_eval import FRESH_SPLITS, intervals, parse_fresh_splits, run_fresh_eval
+from training.fresh_eval import run_fresh_eval
+from training.fresh_splits import FRESH_SPLITS, intervals, parse_fresh_splits
 from training.metrics import paired_ciou_bootstrap
 
 EMBEDDED = Path(__file__).resolve().parents[2] / "models" / "earl-tiny-synth"

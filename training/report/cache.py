@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.fresh_eval import FRESH_SPLITS, MIN_IMAGES
+from training.fresh_splits import FRESH_SPLITS, MIN_IMAGES
 from training.report.loaded_model import LoadedModel
 
 # issue 27's fresh splits (training/fresh_eval.py): in distribution, held-out wording, held-out looks

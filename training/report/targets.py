@@ -6,7 +6,7 @@ for the interval's lower end too, and every figure shown carries its image-boots
 """
 from __future__ import annotations
 
-from training.fresh_eval import FRESH_SPLITS, fresh_table, intervals
+from training.fresh_splits import FRESH_SPLITS, fresh_table, intervals
 from training.report.statistics import MET, NOT_MEASURED, NOT_MET, _beats, _versus
 
 LOOK_SPLITS = tuple(sp.name for sp in FRESH_SPLITS if sp.style in ("dark", "gloves"))
