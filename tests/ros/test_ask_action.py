@@ -219,9 +219,12 @@ def test_earl_query_stream_prints_stages_and_text_then_the_json(client):
                                             "--timeout", "60"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["success"] and out["entities"]
+    assert out["success"]
     assert 0 < out["first_token_ms"] < out["round_trip_ms"]
     lines = p.stderr.splitlines()
     stages = [ln.split("]")[0] + "]" for ln in lines if ln.startswith("[")]
     assert [st for st in stages if st != "[describing]"] == ["[queued]", "[answering]", "[segmenting]"]
-    assert any(out["entities"][0] in ln for ln in lines), "the generated text is printed"
+    # the camera cycles the demo scenes, so the newest frame may have nothing in the left hand: the
+    # printed text is then the no-target answer, and either way it is what the result says
+    said = out["entities"][0] if out["entities"] else "no suitable referring result"
+    assert any(said in ln for ln in lines), "the generated text is printed"
