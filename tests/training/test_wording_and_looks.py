@@ -122,3 +122,15 @@ def test_held_out_looks_are_what_they_claim():
     dark = render_scene(scene_rng(9, "dark", "t", 0), SynthConfig(style="dark"))[0].mean()
     default = np.mean([render_scene(scene_rng(9, "default", "t", i), SynthConfig())[0].mean() for i in range(5)])
     assert dark < 0.7 * default
+
+
+def test_the_recipe_trains_on_grammar_wording_and_random_looks_only():
+    """What the recipe renders for training never includes a held-out wording or look."""
+    from training.data.synth import HELDOUT_LOOKS
+    from training.recipe import recipe_config
+
+    for scale in ("full", "quick"):
+        cfg = recipe_config(scale)
+        assert cfg["synth"]["style"] == "random" and cfg["synth"]["wording"] == "grammar"
+        assert cfg["vision_pretrain"]["style"] == "random"
+        assert cfg["video_memory"]["style"] not in HELDOUT_LOOKS
