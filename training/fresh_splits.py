@@ -77,9 +77,13 @@ def intervals(samples: list[dict], rounds: int = 2000, seed: int = 0, level: flo
             "cIoU": stat(0, 1), "no_target_acc": stat(2, 3), "parse_ok": stat(4, 5)}
 
 
+def pct_interval(v: list[float]) -> str:
+    """[estimate, low, high] as percent: '56.55 [55.11, 58.09]'."""
+    return f"{100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}]"
+
+
 def _row(name: str, sp: FreshSplit, iv: dict) -> str:
-    def pct(v):
-        return f"{100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}]"
+    pct = pct_interval
     return (f"| {name} | {sp.style} | {sp.wording} | {sp.seed} | {iv['images']} | {iv['queries']} | {pct(iv['cIoU'])} | "
             f"{pct(iv['no_target_acc'])} | {pct(iv['parse_ok'])} |")
 

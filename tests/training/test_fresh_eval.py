@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from training.data.synth import HELDOUT_LOOKS
 from training.fresh_eval import run_fresh_eval
 from training.fresh_splits import FRESH_SPLITS, intervals, parse_fresh_splits
 from training.metrics import paired_ciou_bootstrap
+from training.settings import FreshEvalSettings
 
 EMBEDDED = Path(__file__).resolve().parents[2] / "models" / "earl-tiny-synth"
 
@@ -72,18 +72,19 @@ def test_split_specs_parse_and_bad_ones_say_how():
         parse_fresh_splits("test:random:grammar")
 
 
-def _settings(model, out, **kw):
-    return SimpleNamespace(model=str(model), out=str(out), splits="t:default:heldout:4242", images=500, tag="m",
-                           allow_small=False, quiet=True, **kw)
+def _settings(out, **changes) -> FreshEvalSettings:
+    """The command's own settings, as `python -m training fresh-eval` builds them."""
+    return FreshEvalSettings(**{"model": str(EMBEDDED), "out": str(out), "splits": "t:default:heldout:4242",
+                                "tag": "m", "quiet": True, **changes})
 
 
 def test_fewer_than_500_images_is_not_a_headline(tmp_path):
     with pytest.raises(ValueError, match="at least 500"):
-        run_fresh_eval(SimpleNamespace(**{**vars(_settings(EMBEDDED, tmp_path)), "images": 20}))
+        run_fresh_eval(_settings(tmp_path, images=20))
 
 
 def test_a_quick_fresh_eval_writes_its_table_and_intervals(tmp_path):
-    s = SimpleNamespace(**{**vars(_settings(EMBEDDED, tmp_path)), "images": 2, "allow_small": True})
+    s = _settings(tmp_path, images=2, allow_small=True)
     res = run_fresh_eval(s)
     assert res["t"]["images"] == 2 and res["t"]["queries"] > 0
     table = (tmp_path / "m.md").read_text()

@@ -7,6 +7,8 @@ import math
 
 from PIL import Image, ImageDraw
 
+from training.data.synth_looks import HandShape
+
 
 class Painter:
     """Draws every primitive on the RGB canvas and, with the instance id, on the label map."""
@@ -107,8 +109,6 @@ def draw_object(p: Painter, o, rgb: tuple[int, int, int]):
 def draw_hand(p: Painter, side: str, iid: int, skin, base, centre, r: float, state: str, rng, shape=None):
     """Forearm from `base` (below the lower edge) to the wrist, palm at `centre`, fingers beyond;
     `shape` (training/data/synth_looks.HandShape) sets the proportions, None the usual hand."""
-    from training.data.synth_looks import HandShape
-
     shape = shape or HandShape()
     bx, by = base
     cx, cy = centre

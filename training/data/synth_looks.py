@@ -116,7 +116,7 @@ def texture(rng: np.random.Generator, kind: str, w: int, h: int) -> np.ndarray:
 
 
 def occlude(rng: np.random.Generator, painter, w: int, h: int) -> None:
-    """A dark blurry shape entering from the top or a side edge (a sleeve, a door frame, a tool held
+    """A dark triangle entering from the top or a side edge (a sleeve, a door frame, a tool held
     close to the lens), painted as background on the label map: what it hides is hidden."""
     edge = int(rng.integers(3))
     depth = float(rng.uniform(0.08, 0.22))

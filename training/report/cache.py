@@ -14,7 +14,7 @@ import numpy as np
 from training.fresh_splits import FRESH_SPLITS, MIN_IMAGES
 from training.report.loaded_model import LoadedModel
 
-# issue 27's fresh splits (training/fresh_eval.py): in distribution, held-out wording, held-out looks
+# issue 27's fresh splits (training/fresh_splits.py): in distribution, held-out wording, held-out looks
 HELDOUT = {sp.name: {"style": sp.style, "wording": sp.wording, "seed": sp.seed, "count": MIN_IMAGES}
            for sp in FRESH_SPLITS}
 

@@ -182,7 +182,7 @@ def _data(cfg: dict) -> str:
 `python -m training synth` scenes: training split `{synth.get('splits', '')}` (seed {synth.get('seed', 0)}, look
 `{synth.get('style', 'default')}`, wording `{synth.get('wording', 'templates')}`; about 8 queries per image over
 the four query kinds: hand, object of hand, hands + objects, no target). The evaluation splits are
-drawn afresh with seeds no training or selection used (training/fresh_eval.py, `runs/tiny-synth/heldout`):
+drawn afresh with seeds no training or selection used (training/fresh_splits.py, `runs/tiny-synth/heldout`):
 {held}. The held-out wording family and the held-out looks never occur in training data
 (tests/training/test_wording_and_looks.py).
 

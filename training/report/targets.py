@@ -6,14 +6,15 @@ for the interval's lower end too, and every figure shown carries its image-boots
 """
 from __future__ import annotations
 
-from training.fresh_splits import FRESH_SPLITS, fresh_table, intervals
+from training.data.synth import HELDOUT_LOOKS
+from training.fresh_splits import FRESH_SPLITS, fresh_table, intervals, pct_interval as _pct
 from training.report.statistics import MET, NOT_MEASURED, NOT_MET, _beats, _versus
 
-LOOK_SPLITS = tuple(sp.name for sp in FRESH_SPLITS if sp.style in ("dark", "gloves"))
+LOOK_SPLITS = tuple(sp.name for sp in FRESH_SPLITS if sp.style in HELDOUT_LOOKS)
 
 
 def split_intervals(results: dict) -> dict[str, dict]:
-    """split -> fresh_eval.intervals of the shipped model's eval there (splits not evaluated are left out)."""
+    """split -> fresh_splits.intervals of the shipped model's eval there (splits not evaluated are left out)."""
     out = {}
     for sp in FRESH_SPLITS:
         res = results.get(f"final_{sp.name}")
@@ -25,10 +26,6 @@ def split_intervals(results: dict) -> dict[str, dict]:
 def headline_table(results: dict) -> str:
     ivs = split_intervals(results)
     return fresh_table([(sp, ivs[sp.name]) for sp in FRESH_SPLITS if sp.name in ivs])
-
-
-def _pct(v: list[float]) -> str:
-    return f"{100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}]"
 
 
 def quality_targets(results: dict) -> list[tuple[str, tuple[str, str]]]:
