@@ -4,6 +4,7 @@ The recipe writes these folders and the report (and people rerunning a stage by 
 back; spelling the names once keeps the two from drifting apart.
 
     OUT/data/            synthetic train + val scenes, corpus.txt
+    OUT/data_segmenter/  default-look scenes the segmenter trains on
     OUT/heldout/         held-out evaluation scenes (written by `recipe tiny-synth-eval`)
     OUT/model0/          the random-weight tiny model dir
     OUT/vision/          after vision-pretrain
@@ -33,6 +34,10 @@ class RunLayout:
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    @property
+    def segmenter_data(self) -> Path:
+        return self.root / "data_segmenter"
 
     @property
     def heldout(self) -> Path:

@@ -80,8 +80,8 @@ def test_recipe_quick_scale(tmp_path):
     run = tmp_path / "run"
     assert main(["tiny-synth", "--scale", "quick", "--out", str(run), "--model-out", str(tmp_path / "m")]) == 0
     rec = json.loads((run / "recipe.json").read_text())
-    assert set(rec["stage_seconds"]) == {"synth", "tiny", "vision-pretrain", "sft-coarse", "descriptors",
-                                         "segmenter-ft", "stage1", "sft-response", "grpo", "select", "val-curve",
+    assert set(rec["stage_seconds"]) == {"synth", "tiny", "synth-segmenter", "vision-pretrain", "sft-coarse",
+                                         "descriptors", "segmenter-ft", "stage1", "sft-response", "grpo", "select", "val-curve",
                                          "video-memory", "export"}
     assert (run / "logs" / "segmenter-ft.log").is_file()  # parallel lanes log to files
     # every training stage is watchable: TensorBoard events beside its log, GRPO's val curve from select's scores

@@ -134,3 +134,5 @@ def test_the_recipe_trains_on_grammar_wording_and_random_looks_only():
         assert cfg["synth"]["style"] == "random" and cfg["synth"]["wording"] == "grammar"
         assert cfg["vision_pretrain"]["style"] == "random"
         assert cfg["video_memory"]["style"] not in HELDOUT_LOOKS
+        assert cfg["segmenter_synth"]["style"] not in HELDOUT_LOOKS
+        assert cfg["segmenter_synth"]["wording"] != "heldout"
