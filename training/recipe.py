@@ -484,7 +484,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="one sentence on how this run's wall clock was measured (e.g. stages reused from another "
                          "run, a shared machine); kept in recipe.json through later --resume runs and printed "
                          "under the model card's timing")
-    ap.add_argument("--workers", type=int, default=1, help="processes drawing the synthetic images")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes drawing the synthetic images (tiny-synth) or running the card's model "
+                         "evaluations, one thread each (tiny-synth-eval; its latency is measured alone after them)")
     return ap
 
 
@@ -551,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.name == "tiny-synth-eval":  # one process at a time; its latency table is measured as the node runs
         from training.report import run_report
 
-        return run_reporting_errors("python -m training recipe", run_report, Path(args.out), Path(args.model_out))
+        return run_reporting_errors("python -m training recipe", run_report, Path(args.out), Path(args.model_out),
+                                    workers=args.workers)
     return run_reporting_errors("python -m training recipe", _train, args)
 
 

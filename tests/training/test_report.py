@@ -250,3 +250,30 @@ def test_repeat_seeds_are_the_numbered_seed_dirs_of_a_run(tmp_path):
         (tmp_path / d).mkdir()
     (tmp_path / "seed3").write_text("a file, not a run")
     assert repeat_seeds(tmp_path) == [1, 12]
+
+
+def test_evaluations_run_in_worker_processes_land_in_the_cache_the_report_reads(chain, tmp_path, monkeypatch):
+    """`tiny-synth-eval --workers 2`: every row that runs a model is evaluated once, in the pool, with the
+    same result as in the report's own process; the report then only reads the cache."""
+    import json
+
+    from training.report import run as report_run
+    from training.report.cache import eval_cached
+    from training.report.loaded_model import LoadedModel
+
+    monkeypatch.setattr(report_run, "HELDOUT", {"test": {}})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sft").symlink_to(chain["m2"], target_is_directory=True)  # the run's SFT stage
+    shipped = LoadedModel(chain["m2"])
+    jobs = report_run._model_runs(run, shipped)
+    assert [(tag, split, nodesc) for tag, model_dir, split, nodesc, _ in jobs if (model_dir / "earl.yaml").exists()] == [
+        ("final", "test", False), ("sft", "test", False), ("final_zerodesc", "test", True)]
+    report_run.prefetch_evaluations(run, shipped, chain["data"], workers=2)
+    cached = {p.name: json.loads(p.read_text()) for p in (run / "eval").glob("*.json")}
+    assert set(cached) == {"final_test.json", "sft_test.json", "final_zerodesc_test.json"}
+    here = eval_cached(tmp_path / "alone", "final", shipped, chain["data"], "test",
+                       box_refine=shipped.manifest.segmenter.box_refine,
+                       coordinates=shipped.manifest.response.coordinates)
+    assert cached["final_test.json"]["cIoU"] == here["cIoU"]
+    assert [s["pred"] for s in cached["final_test.json"]["samples"]] == [s["pred"] for s in here["samples"]]

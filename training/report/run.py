@@ -38,6 +38,44 @@ def _shipped_variants(run: Path, shipped: LoadedModel, data: Path) -> tuple[dict
     return norefine, greedy
 
 
+def _model_runs(run: Path, shipped: LoadedModel) -> list[tuple[str, Path, str, bool, str]]:
+    """(tag, model dir, split, no_descriptor, coordinates) of every card row that runs a model itself
+    rather than redrawing masks from another row's answers."""
+    ship = shipped.dir
+    jobs = [("final", ship, split, False, shipped.manifest.response.coordinates) for split in HELDOUT]
+    for prefix, base in [("", run), *((f"seed{sd}_", run / f"seed{sd}") for sd in repeat_seeds(run))]:
+        jobs += [(prefix + name, stage_dir, "test", name.startswith("nodesc"), shipped.manifest.response.coordinates)
+                 for name, stage_dir in RunLayout(base).response_stages().items()]
+    jobs.append(("final_zerodesc", ship, "test", True, shipped.manifest.response.coordinates))
+    if shipped.manifest.response.coordinates != "greedy":
+        jobs.append(("final_greedy", ship, "test", False, "greedy"))
+    return jobs
+
+
+def _run_one(run: Path, data: Path, box_refine: int, job: tuple) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    tag, model_dir, split, no_descriptor, coordinates = job
+    eval_cached(run, tag, Path(model_dir), data, split, no_descriptor=no_descriptor, box_refine=box_refine,
+                coordinates=coordinates)
+
+
+def prefetch_evaluations(run: Path, shipped: LoadedModel, data: Path, workers: int) -> None:
+    """Run the card's model evaluations in `workers` 1-thread processes, into the result cache the
+    report then reads. On 2 cores two 1-thread evaluations get more done than one 2-thread one (the
+    models are too small for intra-op threads to scale)."""
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [j for j in _model_runs(run, shipped) if (j[1] / "earl.yaml").exists()]
+    print(f"[report] {len(jobs)} evaluations in {workers} processes", flush=True)
+    run_one = functools.partial(_run_one, run, data, shipped.manifest.segmenter.box_refine)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(run_one, jobs))
+
+
 def _evaluations(run: Path, shipped: LoadedModel, data: Path) -> tuple[dict, dict[int, dict]]:
     """(results, repeats): every row of the card's tables, each at the shipped model's decoding."""
     norefine, greedy = _shipped_variants(run, shipped, data)
@@ -111,12 +149,14 @@ def _quality_json(results: dict, repeats: dict[int, dict], latency: dict) -> dic
     return {"results": summary, "latency": latency}
 
 
-def run_report(run: Path, model_out: Path, skip_latency: bool = False) -> dict:
+def run_report(run: Path, model_out: Path, skip_latency: bool = False, workers: int = 1) -> dict:
     import torch
 
     torch.set_num_threads(2)
     data = heldout_data(run)
     shipped = LoadedModel(model_out)  # its manifest loads first thing: a model_out that is no model dir fails early
+    if workers > 1:
+        prefetch_evaluations(run, shipped, data, workers)
     results, repeats = _evaluations(run, shipped, data)
     latency = _diagnostics(run, shipped, data, skip_latency)
     curves = draw_training_curves(run, model_out)
