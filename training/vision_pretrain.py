@@ -90,7 +90,9 @@ class _Batcher:
 
     def __init__(self, processor, seed: int, style: str, size: str, merge: int, split: str):
         w, _, h = size.lower().partition("x")
-        self.cfg = SynthConfig(width=int(w), height=int(h), style=style)
+        # drawn no larger than the processor keeps: its resize would throw the extra pixels away
+        self.cfg = SynthConfig(width=int(w), height=int(h), style=style,
+                               max_pixels=processor.image_processor.size.longest_edge)
         self.proc, self.seed, self.merge, self.split = processor, seed, merge, split
         self.next_index = 0
 

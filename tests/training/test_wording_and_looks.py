@@ -136,3 +136,20 @@ def test_the_recipe_trains_on_grammar_wording_and_random_looks_only():
         assert cfg["video_memory"]["style"] not in HELDOUT_LOOKS
         assert cfg["segmenter_synth"]["style"] not in HELDOUT_LOOKS
         assert cfg["segmenter_synth"]["wording"] != "heldout"
+
+
+def test_a_pixel_cap_draws_the_same_random_scene_smaller():
+    """vision-pretrain renders no more pixels than the processor keeps: same scene and look, same
+    aspect ratio, every instance still there; frames already small enough are untouched."""
+    big = next(i for i in range(200) if draw_look(scene_rng(0, "random", "train", i), SKIN_TONES).size == (1280, 720))
+    for i, cap in ((big, 256 * 192), (big, 640 * 480), (0, 10 ** 7)):
+        rgb, lab, _, scene = render_scene(scene_rng(0, "random", "train", i), SynthConfig(style="random"))
+        rgb_c, lab_c, _, scene_c = render_scene(scene_rng(0, "random", "train", i),
+                                                SynthConfig(style="random", max_pixels=cap))
+        h, w = lab.shape
+        assert lab_c.size <= min(cap, h * w) and abs(lab_c.shape[1] / lab_c.shape[0] - w / h) < 0.02
+        assert [o.category for o in scene_c["objects"]] == [o.category for o in scene["objects"]]
+        assert set(np.unique(lab_c)) == set(np.unique(lab))
+        assert scene_c["look"].skin == scene["look"].skin and scene_c["look"].texture == scene["look"].texture
+        if h * w <= cap:
+            assert np.array_equal(rgb_c, rgb)
