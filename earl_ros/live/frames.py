@@ -137,6 +137,7 @@ class FrameBuffer:
             self.counters["rejected"] += 1
             self.rejections_by_code[error.code] += 1
             self._rejected = Rejection(stamp_ns, seq, error)
+            self._new.notify_all()  # a query waiting for this stamp gets the rejection now
 
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -176,41 +177,62 @@ class FrameBuffer:
         with self._new:
             self._new.notify_all()
 
-    def select(self, stamp_ns: int = 0, tolerance_ns: int = 50_000_000) -> Frame:
+    def select(self, stamp_ns: int = 0, tolerance_ns: int = 50_000_000, wait_s: float = 0.0) -> Frame:
         """The frame a query is about: latest (stamp 0) or the buffered frame nearest `stamp_ns`.
 
+        A stamp newer than every buffered frame waits up to `wait_s` for its frame: a client
+        subscribed to the same camera can see a frame before this buffer has it.
         Raises NoFrameError, StampNotBufferedError, or the intake error of the newest frame when
         that frame was rejected (a query about "now" must not silently use an older frame).
         """
-        with self._lock:
-            rej = self._rejected
-            if stamp_ns == 0:
-                if rej is not None and (self._latest is None or rej.seq > self._latest.seq):
-                    raise type(rej.error)(
-                        f"the latest camera frame (stamp {rej.stamp_ns * 1e-9:.3f}) was rejected: "
-                        f"{rej.error.message}"
-                    )
-                if self._latest is None:
-                    raise NoFrameError("no camera frame received yet; is the camera topic remapped to 'image'?")
-                return self._latest
-            if not self._frames:
-                if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns:
-                    raise type(rej.error)(f"the requested frame was rejected: {rej.error.message}")
-                raise NoFrameError("no camera frame received yet")
-            stamps = [f.stamp_ns for f in self._frames]
-            i = bisect.bisect_left(stamps, stamp_ns)
-            best = None
-            for j in (i - 1, i):
-                if 0 <= j < len(stamps) and (best is None or abs(stamps[j] - stamp_ns) < abs(stamps[best] - stamp_ns)):
-                    best = j
-            if best is not None and abs(stamps[best] - stamp_ns) <= tolerance_ns:
-                return self._frames[best]
+        deadline = time.monotonic() + wait_s
+        with self._new:
+            waited = False
+            while self._ahead_of_buffer(stamp_ns, tolerance_ns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                waited = True
+                self._new.wait(left)
+            if waited:
+                self.counters["stamp_waits"] += 1
+            return self._select_locked(stamp_ns, tolerance_ns)
+
+    def _ahead_of_buffer(self, stamp_ns: int, tolerance_ns: int) -> bool:
+        """A stamp past every buffered frame whose frame was not rejected: it may still arrive."""
+        rej = self._rejected
+        return bool(stamp_ns and self._frames and stamp_ns - tolerance_ns > self._frames[-1].stamp_ns
+                    and not (rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns))
+
+    def _select_locked(self, stamp_ns: int, tolerance_ns: int) -> Frame:
+        rej = self._rejected
+        if stamp_ns == 0:
+            if rej is not None and (self._latest is None or rej.seq > self._latest.seq):
+                raise type(rej.error)(
+                    f"the latest camera frame (stamp {rej.stamp_ns * 1e-9:.3f}) was rejected: "
+                    f"{rej.error.message}"
+                )
+            if self._latest is None:
+                raise NoFrameError("no camera frame received yet; is the camera topic remapped to 'image'?")
+            return self._latest
+        if not self._frames:
             if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns:
                 raise type(rej.error)(f"the requested frame was rejected: {rej.error.message}")
-            raise StampNotBufferedError(
-                f"no buffered frame within {tolerance_ns * 1e-9:.3f} s of stamp {stamp_ns * 1e-9:.6f}; "
-                f"the buffer holds {len(stamps)} frames from {stamps[0] * 1e-9:.6f} to {stamps[-1] * 1e-9:.6f}"
-            )
+            raise NoFrameError("no camera frame received yet")
+        stamps = [f.stamp_ns for f in self._frames]
+        i = bisect.bisect_left(stamps, stamp_ns)
+        best = None
+        for j in (i - 1, i):
+            if 0 <= j < len(stamps) and (best is None or abs(stamps[j] - stamp_ns) < abs(stamps[best] - stamp_ns)):
+                best = j
+        if best is not None and abs(stamps[best] - stamp_ns) <= tolerance_ns:
+            return self._frames[best]
+        if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns:
+            raise type(rej.error)(f"the requested frame was rejected: {rej.error.message}")
+        raise StampNotBufferedError(
+            f"no buffered frame within {tolerance_ns * 1e-9:.3f} s of stamp {stamp_ns * 1e-9:.6f}; "
+            f"the buffer holds {len(stamps)} frames from {stamps[0] * 1e-9:.6f} to {stamps[-1] * 1e-9:.6f}"
+        )
 
     def snapshot(self) -> dict:
         """Counters and the input rate over the last 2 s (for /diagnostics)."""

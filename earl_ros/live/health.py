@@ -61,6 +61,7 @@ def _frame_values(h: PipelineHealth) -> dict:
         "last_rejection": "" if snap["last_rejection"] is None else str(snap["last_rejection"].error),
         "frames_out_of_order": c.get("out_of_order", 0),
         "frames_duplicate_stamp": c.get("duplicate_stamp", 0),
+        "stamp_waits": c.get("stamp_waits", 0),
         "frames_evicted_from_buffer": c.get("evicted", 0),
         "time_jumps": c.get("time_jumps", 0),
         "frames_buffered": snap["buffered"],

@@ -245,8 +245,9 @@ class LiveSession:
         return query, int(sec) * 1_000_000_000 + int(nanosec)
 
     def frame_for(self, stamp_ns: int) -> Frame:
-        """The buffered frame a query names (0: the newest), within `stamp_tolerance`."""
-        return self.frames.select(stamp_ns, int(self.setting("stamp_tolerance") * 1e9))
+        """The buffered frame a query names (0: the newest), within `stamp_tolerance`; a stamp past the
+        newest buffered frame waits up to `stamp_wait` for it."""
+        return self.frames.select(stamp_ns, int(self.setting("stamp_tolerance") * 1e9), self.setting("stamp_wait"))
 
     def check_frame_age(self, frame: Frame, stamp_ns: int) -> None:
         """A query about "now" must not silently get a stale frame: FrameTooOldError past `max_frame_age`."""

@@ -61,6 +61,11 @@ PARAMS: tuple[Param, ...] = (
     Param("stamp_tolerance", 0.05,
           "A query with a stamp uses the buffered frame nearest it if within this many seconds.",
           lo=0.0, hi=10.0, read_only=False),
+    Param("stamp_wait", 0.2,
+          "A query whose stamp is past every buffered frame waits up to this many seconds for that frame "
+          "to arrive (a client on the same camera topic can see a frame before the node has buffered it), "
+          "then fails with STAMP_NOT_BUFFERED; 0 = fail at once. Counted as stamp_waits.",
+          lo=0.0, hi=5.0, read_only=False),
     # coarse worker
     Param("coarse_enabled", True, "Run the coarse worker (rolling interaction description).",
           read_only=False),

@@ -107,6 +107,31 @@ def test_frame_buffer_latest_nearest_and_errors():
     assert snap["counters"]["rejected"] == 1 and snap["counters"]["received"] == 6
 
 
+def test_a_stamp_past_the_buffer_waits_briefly_for_its_frame():
+    """A client on the same camera topic can see a frame before the node buffers it: the query
+    waits up to wait_s for that frame instead of failing; older or rejected stamps do not wait."""
+    import threading
+    import time
+
+    buf = FrameBuffer(capacity=10)
+    buf.put(_frame(buf, 100_000_000))
+    threading.Timer(0.1, lambda: buf.put(_frame(buf, 166_000_000))).start()
+    assert buf.select(166_000_000, tolerance_ns=1_000_000, wait_s=2.0).stamp_ns == 166_000_000
+    assert buf.counters["stamp_waits"] == 1
+    with pytest.raises(StampNotBufferedError):  # never arrives: fails once the wait is over
+        buf.select(300_000_000, tolerance_ns=1_000_000, wait_s=0.05)
+    t = time.monotonic()
+    with pytest.raises(StampNotBufferedError):  # before the buffer: nothing to wait for
+        buf.select(10_000_000, tolerance_ns=1_000_000, wait_s=2.0)
+    buf.reject(400_000_000, buf.next_seq(), UnsupportedEncodingError("16UC1"))
+    with pytest.raises(UnsupportedEncodingError):  # its frame came and was rejected
+        buf.select(400_000_000, tolerance_ns=1_000_000, wait_s=2.0)
+    threading.Timer(0.1, lambda: buf.reject(500_000_000, buf.next_seq(), UnsupportedEncodingError("16UC1"))).start()
+    with pytest.raises(UnsupportedEncodingError):  # a waiting query hears of the rejection at once
+        buf.select(500_000_000, tolerance_ns=1_000_000, wait_s=2.0)
+    assert time.monotonic() - t < 1.5 and buf.counters["stamp_waits"] == 3
+
+
 def test_frame_buffer_time_jump_clears_old_timeline():
     buf = FrameBuffer(capacity=10)
     buf.put(_frame(buf, 100_000_000_000))
