@@ -41,13 +41,13 @@ def _shipped_variants(run: Path, shipped: LoadedModel, data: Path) -> tuple[dict
 def _model_runs(run: Path, shipped: LoadedModel) -> list[tuple[str, Path, str, bool, str]]:
     """(tag, model dir, split, no_descriptor, coordinates) of every card row that runs a model itself
     rather than redrawing masks from another row's answers."""
-    ship = shipped.dir
-    jobs = [("final", ship, split, False, shipped.manifest.response.coordinates) for split in HELDOUT]
+    ship, cm = shipped.dir, shipped.manifest.response.coordinates
+    jobs = [("final", ship, split, False, cm) for split in HELDOUT]  # the headline rows first
     for prefix, base in [("", run), *((f"seed{sd}_", run / f"seed{sd}") for sd in repeat_seeds(run))]:
-        jobs += [(prefix + name, stage_dir, "test", name.startswith("nodesc"), shipped.manifest.response.coordinates)
+        jobs += [(prefix + name, stage_dir, "test", name.startswith("nodesc"), cm)
                  for name, stage_dir in RunLayout(base).response_stages().items()]
-    jobs.append(("final_zerodesc", ship, "test", True, shipped.manifest.response.coordinates))
-    if shipped.manifest.response.coordinates != "greedy":
+    jobs.append(("final_zerodesc", ship, "test", True, cm))
+    if cm != "greedy":
         jobs.append(("final_greedy", ship, "test", False, "greedy"))
     return jobs
 
@@ -63,8 +63,8 @@ def _run_one(run: Path, data: Path, box_refine: int, job: tuple) -> None:
 
 def prefetch_evaluations(run: Path, shipped: LoadedModel, data: Path, workers: int) -> None:
     """Run the card's model evaluations in `workers` 1-thread processes, into the result cache the
-    report then reads. On 2 cores two 1-thread evaluations get more done than one 2-thread one (the
-    models are too small for intra-op threads to scale)."""
+    report then reads: the tiny models are too small for intra-op threads to scale, as in the
+    recipe's parallel training lanes (Recipe.stage_parallel)."""
     import functools
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
