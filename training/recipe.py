@@ -77,10 +77,10 @@ TINY_SYNTH = {
     "segmenter_synth": {"splits": "train=3000,val=50", "seed": 0, "size": "256x192", "style": "default",
                         "wording": "templates"},
     "segmenter_ft": {"steps": 4000, "batch_images": 8, "boxes_per_image": 3, "lr": 6e-3, "jitter": 0.15},
-    # 2 epochs: on the random looks and grammar wording a step costs about 1.2 s on 2 cores (0.4 s on the
-    # old default-look data), so 4 epochs alone took 2 h of the recipe's 150 minutes; the issue-27 run's
-    # val curve had reached nearly all of its gain by then (val cIoU 21.1 at step 3000, peak 22.8 at
-    # 4500 of 6104, under a 4-epoch schedule)
+    # 2 epochs: a step costs about 1.2 s in the 2026-12-07 run (0.39 s in the 2026-11-27 one; not the
+    # data: the old data profiles the same, docs/training.md), so 4 epochs alone took 2 h of the recipe's
+    # 150 minutes; the issue-27 run's val curve had most of its gain by then (val cIoU 21.1 at step
+    # 3000, peak 22.8 at 4500 of 6104, under a 4-epoch schedule)
     "sft_response": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup": 0.03, "lr_schedule": "cosine",
                      "afs_alpha": 0.5, "afs_init": "zero", "afs_lr": 1e-4, "descriptor_noise": 0.5,
                      "train_vision": False},
