@@ -198,11 +198,14 @@ class FrameBuffer:
                 self.counters["stamp_waits"] += 1
             return self._select_locked(stamp_ns, tolerance_ns)
 
+    def _rejected_near(self, stamp_ns: int, tolerance_ns: int) -> Rejection | None:
+        rej = self._rejected
+        return rej if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns else None
+
     def _ahead_of_buffer(self, stamp_ns: int, tolerance_ns: int) -> bool:
         """A stamp past every buffered frame whose frame was not rejected: it may still arrive."""
-        rej = self._rejected
         return bool(stamp_ns and self._frames and stamp_ns - tolerance_ns > self._frames[-1].stamp_ns
-                    and not (rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns))
+                    and self._rejected_near(stamp_ns, tolerance_ns) is None)
 
     def _select_locked(self, stamp_ns: int, tolerance_ns: int) -> Frame:
         rej = self._rejected
@@ -215,9 +218,10 @@ class FrameBuffer:
             if self._latest is None:
                 raise NoFrameError("no camera frame received yet; is the camera topic remapped to 'image'?")
             return self._latest
+        near = self._rejected_near(stamp_ns, tolerance_ns)
         if not self._frames:
-            if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns:
-                raise type(rej.error)(f"the requested frame was rejected: {rej.error.message}")
+            if near is not None:
+                raise type(near.error)(f"the requested frame was rejected: {near.error.message}")
             raise NoFrameError("no camera frame received yet")
         stamps = [f.stamp_ns for f in self._frames]
         i = bisect.bisect_left(stamps, stamp_ns)
@@ -227,8 +231,8 @@ class FrameBuffer:
                 best = j
         if best is not None and abs(stamps[best] - stamp_ns) <= tolerance_ns:
             return self._frames[best]
-        if rej is not None and abs(rej.stamp_ns - stamp_ns) <= tolerance_ns:
-            raise type(rej.error)(f"the requested frame was rejected: {rej.error.message}")
+        if near is not None:
+            raise type(near.error)(f"the requested frame was rejected: {near.error.message}")
         raise StampNotBufferedError(
             f"no buffered frame within {tolerance_ns * 1e-9:.3f} s of stamp {stamp_ns * 1e-9:.6f}; "
             f"the buffer holds {len(stamps)} frames from {stamps[0] * 1e-9:.6f} to {stamps[-1] * 1e-9:.6f}"
