@@ -1,8 +1,8 @@
 """Queries ahead of the background description (earl_ros/model/priority.py), on the embedded model.
 
-A background pass pauses between tokens while a query runs and ends with the text and descriptor it
+A background pass pauses between transformer blocks while a query runs and ends with the text and descriptor it
 would have had undisturbed; a query that needs the model a paused pass holds gets it at once. The
-pause is provoked at a known token (a spy on the pass's per-token hook), so nothing here depends on
+pause is provoked at a known block (a spy on the pass's per-block hook), so nothing here depends on
 how fast this machine is.
 """
 from __future__ import annotations
@@ -35,8 +35,9 @@ def frame():
     return next(iter(read_image_bag(REPO / "data" / "demo" / "clip")))[0]
 
 
-def _pause_at_second_token(monkeypatch, priority: QueryPriority) -> threading.Event:
-    """An event set when a background pass reaches its second token, before it checks for queries."""
+def _pause_at_second_block(monkeypatch, priority: QueryPriority) -> threading.Event:
+    """An event set when a background pass reaches its second block (inside the image encoding), before it
+    checks for queries."""
     reached, real, calls = threading.Event(), priority.background_step, []
 
     def step():
@@ -64,13 +65,13 @@ def _in_thread(fn):
 
 def test_a_background_pass_pauses_while_a_query_runs_and_ends_as_it_would_have(pipe, frame, monkeypatch):
     undisturbed = pipe.describe(frame, background=True)
-    reached = _pause_at_second_token(monkeypatch, pipe.priority)
+    reached = _pause_at_second_block(monkeypatch, pipe.priority)
     before = pipe.priority.paused_s
     t, box = _in_thread(lambda: pipe.describe(frame, background=True))
     assert reached.wait(60)
     with pipe.priority.query():
         time.sleep(HOLD_S)
-        assert t.is_alive()  # held at its token for the whole query
+        assert t.is_alive()  # held at its block for the whole query
     t.join(60)
     assert "error" not in box
     assert box["value"].text == undisturbed.text
@@ -79,7 +80,7 @@ def test_a_background_pass_pauses_while_a_query_runs_and_ends_as_it_would_have(p
 
 
 def test_a_query_that_needs_the_coarse_model_takes_it_from_a_paused_pass(pipe, frame, monkeypatch):
-    reached = _pause_at_second_token(monkeypatch, pipe.priority)
+    reached = _pause_at_second_block(monkeypatch, pipe.priority)
     preempted = pipe.priority.preempted
     t, box = _in_thread(lambda: pipe.describe(frame, background=True))
     assert reached.wait(60)
@@ -116,7 +117,7 @@ def test_the_live_session_counts_a_preempted_pass_and_keeps_its_worker_alive(pip
 
     settings = {p.name: p.default for p in PARAMS}
     session = LiveSession(pipe, settings.__getitem__)
-    reached = _pause_at_second_token(monkeypatch, pipe.priority)
+    reached = _pause_at_second_block(monkeypatch, pipe.priority)
     f = Frame("hdr", time.time_ns(), 1, "rgb8", frame)
     t, box = _in_thread(lambda: session.describe(f))
     assert reached.wait(60)

@@ -93,6 +93,29 @@ def test_describe_returns_a_descriptor_of_the_coarse_hidden_size(coarse):
     assert np.array_equal(inter.descriptor, again.descriptor)  # greedy + deterministic pooling
 
 
+def test_describe_encodes_the_image_once_and_means_what_the_pixels_mean(coarse, monkeypatch):
+    img = _image(2)
+    calls = []
+    real = coarse.model.get_image_features
+    monkeypatch.setattr(coarse.model, "get_image_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    inter = coarse.describe(img)
+    assert len(calls) == 1  # generation and the pooling forward share one encoding
+    batch = coarse.prepare([img])  # the same pass with the pixels in every forward
+    with torch.no_grad():
+        out = coarse.model.generate(**batch.inputs, max_new_tokens=coarse.max_new_tokens, do_sample=False,
+                                    pad_token_id=coarse.pad_token_id, eos_token_id=coarse.end_token_ids)
+    comp = out[0, batch.prompt_len:]
+    keep = ~torch.isin(comp, torch.tensor(coarse.end_token_ids)).cumsum(0).bool()
+    assert inter.text == coarse.tokenizer.decode(comp[keep], skip_special_tokens=True).strip()
+    full = dict(batch.inputs, input_ids=out, attention_mask=torch.cat([batch.inputs["attention_mask"],
+                                                                        keep[None].long()], 1))
+    if "mm_token_type_ids" in full:
+        full["mm_token_type_ids"] = torch.cat([full["mm_token_type_ids"], torch.zeros_like(out[:, batch.prompt_len:])], 1)
+    with torch.no_grad():
+        pooled = coarse._pool(full, batch.prompt_len, keep[None].long())[0]
+    np.testing.assert_allclose(inter.descriptor, pooled.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_pooling_mean_and_last_are_defined_on_last_layer_description_states(coarse):
     img, text = _image(1), "The camera wearer is holding a red mug with the right hand."
     ids = coarse.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -12,7 +12,7 @@ a Grounding always refers to the frame the caller passed.
 Threading: the ROS node calls `describe` from its coarse worker and `answer` from the query thread.
 Each model has its own lock (coarse, response; the segmenter locks itself), so a description in
 progress never blocks the response model and no model is ever entered by two threads at once. A
-background description (`describe(..., background=True)`) also pauses between tokens while any
+background description (`describe(..., background=True)`) also pauses between transformer blocks while any
 `answer` runs, and gives its model up to a query that needs it (priority.py).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .coordinates import boxes_to_original, chain_scales, frame_scale, nonempty_
 from .errors import EmptyQueryError
 from .images import check_frame_shape, fit_within, load_image
 from .manifest import Manifest
-from .priority import QueryPriority
+from .priority import QueryPriority, pausable_blocks
 from .prompts import NO_TARGET_ANSWER, answer_sentence, parse_response
 from .shared_base import attach_stage_adapters, same_base, stage_adapter
 from .streaming import AnswerProgress
@@ -173,8 +173,8 @@ class EarlPipeline:
         if not background:
             return self._describe_work(work, stamp, progress)
         self.priority.wait_idle()
-        with self._stage("coarse", query=False):
-            return self.coarse.describe(work, stamp=stamp, stopping_criteria=[self.priority.stopping_criteria()])
+        with self._stage("coarse", query=False), pausable_blocks(self.coarse.model, self.priority.background_step):
+            return self.coarse.describe(work, stamp=stamp)
 
     def _describe_work(self, work, stamp: float | None, progress: AnswerProgress | None) -> Interaction:
         stop = [progress.stopping_criteria()] if progress is not None else None

@@ -1,10 +1,12 @@
-"""Queries ahead of the background description: the coarse pass pauses between tokens while a query runs.
+"""Queries ahead of the background description: the coarse pass pauses while a query runs.
 
 On a 2-core robot computer a description generated beside a query takes half the cores from it, and
 the person waits for the answer, not for the description. So while any query is in its model stages,
-a background pass stops at its next generation step (a transformers StoppingCriteria that blocks
-instead of stopping) and goes on from the same token when the last query is done: same text, same
-descriptor, only later. A paused pass still holds the coarse model; a query that needs that model
+a background pass stops before its next transformer block (a forward pre-hook on every vision and
+language block, `pausable_blocks`) and goes on from the same block when the last query is done: same
+text, same descriptor, only later. Pausing between tokens only was not enough: the image encoding,
+the prefill and the descriptor's pooling forward are single forwards that a query arriving during
+them had to wait out (bench/query_priority.py). A paused pass still holds the coarse model; a query that needs that model
 (no description yet, `stale_policy: describe`, or both stages on one shared base) marks itself as
 waiting, and the paused pass then gives the model up by raising `Preempted` (the caller counts it
 and describes again later).
@@ -16,7 +18,6 @@ import time
 from contextlib import contextmanager
 
 import torch
-from transformers import StoppingCriteria
 
 
 class Preempted(Exception):
@@ -63,13 +64,13 @@ class QueryPriority:
         return self.enabled and self._queries > 0
 
     def wait_idle(self, stop: threading.Event | None = None, poll_s: float = 0.05) -> None:
-        """Block a background pass from starting while a query runs (its prefill cannot pause)."""
+        """Block a background pass from starting while a query runs (it would only pause at its first block)."""
         with self._cond:
             while self.busy() and not (stop is not None and stop.is_set()):
                 self._cond.wait(poll_s)
 
     def background_step(self) -> None:
-        """Called between generation steps of a background pass: pause while queries run."""
+        """Called before each block of a background pass: pause while queries run."""
         if not self.busy():
             return
         t0 = time.perf_counter()
@@ -84,16 +85,28 @@ class QueryPriority:
             finally:
                 self.paused_s += time.perf_counter() - t0
 
-    def stopping_criteria(self) -> "YieldToQueries":
-        return YieldToQueries(self)
+
+@contextmanager
+def pausable_blocks(model: torch.nn.Module, step):
+    """Call `step()` before every transformer block of `model` run by this thread, while inside.
+
+    Blocks are the members of the model's `layers` / `blocks` module lists (the language model's
+    decoder layers and the vision tower's blocks in Qwen2.5-VL). Only the thread that entered calls
+    `step`: a query on another thread that runs the same modules is never held by it."""
+    owner = threading.get_ident()
+
+    def before_block(module, args):
+        if threading.get_ident() == owner:
+            step()
+
+    handles = [block.register_forward_pre_hook(before_block) for block in _blocks(model)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
-class YieldToQueries(StoppingCriteria):
-    """A stopping criterion that never stops a sequence: it only holds generation while queries run."""
-
-    def __init__(self, priority: QueryPriority):
-        self.priority = priority
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        self.priority.background_step()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [block for name, mod in model.named_modules() if isinstance(mod, torch.nn.ModuleList)
+            and name.rsplit(".", 1)[-1] in ("layers", "blocks") for block in mod]

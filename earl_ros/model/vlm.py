@@ -241,15 +241,17 @@ class CoarseModel(_VLMStage):
                  stopping_criteria=None) -> Interaction:
         """Describe one frame: greedy description + its pooled last-layer descriptor.
 
-        stopping_criteria: called between tokens (the live node's pause for queries, priority.py)."""
+        stopping_criteria: called between tokens (a query's cancel, streaming.py)."""
         import time
 
         from transformers import StoppingCriteriaList
 
         t0 = time.perf_counter()
         batch = self.prepare([image])
+        inputs, features = self._encode_images(batch.inputs)
         out = self.model.generate(
-            **batch.inputs,
+            **inputs,
+            mm_encoder_outputs={"image": features},
             max_new_tokens=int(max_new_tokens or self.max_new_tokens),
             do_sample=False,
             pad_token_id=self.pad_token_id,
@@ -260,15 +262,24 @@ class CoarseModel(_VLMStage):
         keep = self._completion_mask_after_generation(comp)
         desc_mask = keep * (~torch.isin(comp, torch.tensor(self.end_token_ids, device=comp.device))).long()
         text = self.tokenizer.decode(comp[0][desc_mask[0].bool()], skip_special_tokens=True).strip()
-        full = dict(batch.inputs)
+        full = dict(inputs)
         full["input_ids"] = out
-        full["attention_mask"] = torch.cat([batch.inputs["attention_mask"], desc_mask.to(out.device)], 1)
+        full["attention_mask"] = torch.cat([inputs["attention_mask"], desc_mask.to(out.device)], 1)
         if "mm_token_type_ids" in full:
-            mm = batch.inputs["mm_token_type_ids"]
+            mm = inputs["mm_token_type_ids"]
             full["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(comp, dtype=mm.dtype)], 1)
+        full["mm_encoder_outputs"] = {"image": features}
         descriptor = self._pool(full, batch.prompt_len, desc_mask)[0]
         return Interaction(text=text, descriptor=descriptor.cpu().numpy().astype(np.float32), stamp=stamp,
                            latency_ms=(time.perf_counter() - t0) * 1000.0)
+
+    def _encode_images(self, inputs: dict) -> tuple[dict, object]:
+        """`inputs` without its pixels, and the vision tower's features for them: encoded once, they
+        serve both the generation and the descriptor's pooling forward (which ran the tower again,
+        the tower ran twice a pass; text and descriptor are bit-identical)."""
+        rest = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        features = self.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
+        return rest, features
 
 
 # --------------------------------------------------------------------------------------------------

@@ -70,8 +70,9 @@ PARAMS: tuple[Param, ...] = (
     Param("coarse_enabled", True, "Run the coarse worker (rolling interaction description).",
           read_only=False),
     Param("coarse_yields_to_queries", True,
-          "The coarse worker pauses between tokens while a query is in its model stages, and gives the "
-          "coarse model up to a query that needs it (queries first on a small CPU).", read_only=False),
+          "The coarse worker pauses before its next transformer block while a query is in its model stages, "
+          "and gives the coarse model up to a query that needs it (queries first on a small CPU).",
+          read_only=False),
     Param("coarse_period", 0.0,
           "Minimum seconds between coarse passes; 0 = back to back on the newest frame.",
           lo=0.0, hi=60.0, read_only=False),
