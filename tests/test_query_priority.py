@@ -1,9 +1,9 @@
 """Queries ahead of the background description (earl_ros/model/priority.py), on the embedded model.
 
-A background pass pauses between transformer blocks while a query runs and ends with the text and descriptor it
-would have had undisturbed; a query that needs the model a paused pass holds gets it at once. The
-pause is provoked at a known block (a spy on the pass's per-block hook), so nothing here depends on
-how fast this machine is.
+A background pass pauses between transformer blocks while a query runs and ends with the text and
+descriptor it would have had undisturbed; a query that needs the model a paused pass holds gets it
+at once. The pause is provoked at a known block (a spy on the pass's per-block hook), so nothing
+here depends on how fast this machine is.
 """
 from __future__ import annotations
 

@@ -110,7 +110,8 @@ def test_describe_encodes_the_image_once_and_means_what_the_pixels_mean(coarse, 
     full = dict(batch.inputs, input_ids=out, attention_mask=torch.cat([batch.inputs["attention_mask"],
                                                                         keep[None].long()], 1))
     if "mm_token_type_ids" in full:
-        full["mm_token_type_ids"] = torch.cat([full["mm_token_type_ids"], torch.zeros_like(out[:, batch.prompt_len:])], 1)
+        mm = full["mm_token_type_ids"]
+        full["mm_token_type_ids"] = torch.cat([mm, torch.zeros_like(out[:, batch.prompt_len:])], 1)
     with torch.no_grad():
         pooled = coarse._pool(full, batch.prompt_len, keep[None].long())[0]
     np.testing.assert_allclose(inter.descriptor, pooled.numpy(), rtol=1e-5, atol=1e-6)

@@ -12,8 +12,8 @@ a Grounding always refers to the frame the caller passed.
 Threading: the ROS node calls `describe` from its coarse worker and `answer` from the query thread.
 Each model has its own lock (coarse, response; the segmenter locks itself), so a description in
 progress never blocks the response model and no model is ever entered by two threads at once. A
-background description (`describe(..., background=True)`) also pauses between transformer blocks while any
-`answer` runs, and gives its model up to a query that needs it (priority.py).
+background description (`describe(..., background=True)`) also pauses between transformer blocks
+while any `answer` runs, and gives its model up to a query that needs it (priority.py).
 """
 from __future__ import annotations
 

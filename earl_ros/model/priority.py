@@ -6,10 +6,10 @@ a background pass stops before its next transformer block (a forward pre-hook on
 language block, `pausable_blocks`) and goes on from the same block when the last query is done: same
 text, same descriptor, only later. Pausing between tokens only was not enough: the image encoding,
 the prefill and the descriptor's pooling forward are single forwards that a query arriving during
-them had to wait out (bench/query_priority.py). A paused pass still holds the coarse model; a query that needs that model
-(no description yet, `stale_policy: describe`, or both stages on one shared base) marks itself as
-waiting, and the paused pass then gives the model up by raising `Preempted` (the caller counts it
-and describes again later).
+them had to wait out (bench/query_priority.py). A paused pass still holds the coarse model; a query
+that needs that model (no description yet, `stale_policy: describe`, or both stages on one shared
+base) marks itself as waiting, and the paused pass then gives the model up by raising `Preempted`
+(the caller counts it and describes again later).
 """
 from __future__ import annotations
 

@@ -274,9 +274,9 @@ class CoarseModel(_VLMStage):
                            latency_ms=(time.perf_counter() - t0) * 1000.0)
 
     def _encode_images(self, inputs: dict) -> tuple[dict, object]:
-        """`inputs` without its pixels, and the vision tower's features for them: encoded once, they
-        serve both the generation and the descriptor's pooling forward (which ran the tower again,
-        the tower ran twice a pass; text and descriptor are bit-identical)."""
+        """`inputs` without its pixels, and the vision tower's features for them. Encoded once, they serve
+        both the generation and the descriptor's pooling forward; with the pixels, each of the two ran the
+        tower (text and descriptor are bit-identical either way, tests/test_vlm.py)."""
         rest = {k: v for k, v in inputs.items() if k != "pixel_values"}
         features = self.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
         return rest, features
