@@ -63,6 +63,7 @@ def track_clip(pipe, clip, g0, name, gt, method: str, segment_every: int = 1,
 
     tracker = EntityTracker(pipe.segmenter, TrackerSettings(method=method, segment_every=segment_every),
                             video=pipe.video_memory)
+    pipe.segmenter.clear_cache()  # keys and stamps repeat from clip to clip: no features from another clip
     tracker.start(g0, clip.frames[0])
     ious, ms, pending = [], [], []  # pending: (frame index when ready, grounding, frame it was asked on)
     for k in range(1, len(clip.frames)):
@@ -83,6 +84,7 @@ def track_clip(pipe, clip, g0, name, gt, method: str, segment_every: int = 1,
 
 
 def reask_clip(pipe, clip, q, inter, name, gt) -> tuple[list[float], list[float]]:
+    pipe.segmenter.clear_cache()  # stamps repeat from clip to clip
     ious, ms = [], []
     for k in range(1, len(clip.frames)):
         t = time.perf_counter()
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
         inter = pipe.describe(clip.frames[0], stamp=0.0)
         for q, name in questions(clip.scene):
             gt = entity_ids(clip.scene)[name]
+            pipe.segmenter.clear_cache()
             g0 = pipe.answer(clip.frames[0], q, interaction=inter, stamp=0.0)
             named += name in g0.entities
             for label, (ious, ms) in rows.items():

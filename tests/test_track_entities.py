@@ -23,6 +23,13 @@ def segmenter():
     return Segmenter.from_pretrained(Manifest.load(REPO / "models" / "earl-tiny-synth").segmenter.path)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_image_cache(segmenter):
+    """Tests key frames by their index, and every clip has a frame 3: a feature cached by another
+    test's clip would be read as this clip's."""
+    segmenter.clear_cache()
+
+
 def _grounding(clip, names: list[str], frame: int = 0) -> Grounding:
     """What a query that named `names` returns on clip frame `frame` (its exact masks)."""
     ids = entity_ids(clip.scene)
@@ -54,7 +61,7 @@ def _follow(tracker, clip, names) -> dict[str, list[float]]:
     ids, ious = entity_ids(clip.scene), {n: [] for n in names}
     tracker.start(_grounding(clip, names), clip.frames[0])
     for k in range(1, len(clip.frames)):
-        up = tracker.update(clip.frames[k], key=k)
+        up = tracker.update(clip.frames[k])  # no key: each frame by its content (clips share frame numbers)
         for t in up.tracks if up else []:
             ious[t.entity].append(_iou(t.mask, clip.labels[k] == ids[t.entity]) if t.state == TRACKING else 0.0)
             if t.state == TRACKING:
@@ -64,17 +71,28 @@ def _follow(tracker, clip, names) -> dict[str, list[float]]:
     return ious
 
 
+def _left_where_it_was(clip, name) -> float:
+    """Mean IoU of the first frame's mask with every later frame's: what a tracker that never moved
+    would score (the clip's hand enters as a sliver at the frame edge: 0.19; its object 0.52)."""
+    ids = entity_ids(clip.scene)
+    first = clip.labels[0] == ids[name]
+    return float(np.mean([_iou(first, labels == ids[name]) for labels in clip.labels[1:]]))
+
+
+def _assert_followed(clip, ious: dict[str, list[float]], by: float = 0.2):
+    for name, seq in ious.items():
+        assert len(seq) == len(clip.frames) - 1, name
+        assert np.mean(seq) > _left_where_it_was(clip, name) + by, (name, np.round(seq, 2))
+
+
 def test_a_hand_and_the_object_it_holds_stay_segmented_while_the_camera_moves(segmenter):
     clip, names = _clip_with_hand_and_object()
-    ious = _follow(EntityTracker(segmenter), clip, names)
-    for name, seq in ious.items():
-        assert len(seq) == len(clip.frames) - 1 and np.mean(seq) > 0.6, (name, np.round(seq, 2))
+    _assert_followed(clip, _follow(EntityTracker(segmenter), clip, names))
 
 
 def test_the_box_method_follows_a_hand(segmenter):
     clip, names = _clip_with_hand_and_object()
-    ious = _follow(EntityTracker(segmenter, TrackerSettings(method="box")), clip, names[:1])
-    assert np.mean(ious[names[0]]) > 0.5, np.round(ious[names[0]], 2)
+    _assert_followed(clip, _follow(EntityTracker(segmenter, TrackerSettings(method="box")), clip, names[:1]))
 
 
 def test_an_unknown_method_is_refused(segmenter):
@@ -121,8 +139,7 @@ def test_between_segmenter_frames_the_flow_method_carries_the_masks(segmenter):
             return real(*a, **kw)
     ious = _follow(EntityTracker(Counting(), TrackerSettings(segment_every=5)), clip, names)
     assert len(calls) == (len(clip.frames) - 1) // 5
-    for name, seq in ious.items():
-        assert np.mean(seq) > 0.6, (name, np.round(seq, 2))
+    _assert_followed(clip, ious)
 
 
 def _tracking_the_wrong_entity(segmenter, clip, hand, obj):

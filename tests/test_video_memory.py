@@ -146,5 +146,5 @@ def test_the_shipped_memory_follows_a_hand_that_untrained_memory_loses(segmenter
             ious.append(float(np.logical_and(live[0].mask, gt).sum() / np.logical_or(live[0].mask, gt).sum())
                         if live else 0.0)
         return float(np.mean(ious))
-    assert mean_iou(shipped) > 0.4
-    assert mean_iou(memory) < 0.1
+    trained, untrained = mean_iou(shipped), mean_iou(memory)
+    assert trained > 0.4 and trained > untrained + 0.25, (trained, untrained)
