@@ -8,8 +8,8 @@ however many tracks run, and no language model. Two ways to find a track on the 
   is prompted with the carried mask's box. Its mask is kept where it agrees with the carried one;
   where it does not (the box also holds the hand that holds the object, and the segmenter picks the
   hand), the carried mask is kept. Points that cannot be followed mean the entity is gone.
-- `box`: the segmenter is prompted with the previous mask's box grown by a margin, and its mask is
-  cut to that box. Simple, but a held object's box drifts onto the hand holding it.
+- `box`: the segmenter is prompted with the previous mask's box grown by a margin. Simple, but a
+  held object's box drifts onto the hand holding it.
 - `memory`: SAM 2's video memory (earl_ros/model/video_memory.py): each track's first mask is its
   memory, and the model finds it on later frames by attending to its last frames; no box prompt.
   Needs a segmenter with video memory (the manifest's segmenter.video_memory).
@@ -72,16 +72,6 @@ def _grown(box: np.ndarray, margin: float, hw: tuple[int, int]) -> np.ndarray:
     h, w = hw
     return np.array([max(0.0, x1 - dx), max(0.0, y1 - dy), min(float(w), x2 + dx), min(float(h), y2 + dy)],
                     np.float32)
-
-
-def _box_region(box: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """box: the grown prompt already allows for the motion between frames, so mask pixels outside it
-    are the segmenter spilling onto a neighbour (a sliver of hand at the frame edge grew into the
-    table, frame after frame, until the track was lost)."""
-    x1, y1, x2, y2 = box
-    region = np.zeros(hw, bool)
-    region[int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = True
-    return region
 
 
 def _mask_box(mask: np.ndarray) -> np.ndarray | None:
@@ -258,10 +248,7 @@ class EntityTracker:
         prompts = np.stack([_grown(t.box if c is None or not c.any() else _mask_box(c), self._margin(), hw)
                             for t, c in zip(live, carried)])
         masks, scores = self.segmenter.segment(frame, prompts, key=key)
-        masks = [np.asarray(m, bool) for m in masks]
-        if self.settings.method == "box":
-            masks = [m & _box_region(p, m.shape) for m, p in zip(masks, prompts)]
-        return [self._follow(t, c, m, float(sc)) for t, c, m, sc in zip(live, carried, masks, scores)]
+        return [self._follow(t, c, np.asarray(m, bool), float(sc)) for t, c, m, sc in zip(live, carried, masks, scores)]
 
     def _remember(self, live: list[Track], frame: np.ndarray) -> list[Track]:
         """memory: one image encoding for the frame, then each track's own memory finds it. A track
