@@ -1,13 +1,13 @@
 """`python -m training fresh-eval`: a model's quality on splits drawn after every decision was made.
 
-A figure measured on the split that changes were compared on is optimistic (the embedded model's
-60.47 on its 60-image `test` split; a fresh draw of the same world scored about 5 points lower).
+A figure measured on the split that changes were compared on is optimistic (the previous embedded
+model's 60.47 on its 60-image `test` split; a fresh draw of the same world scored about 5 points lower).
 Headline figures therefore come from here: splits of at least 500 images, drawn with seeds that no
 training or selection ever used, each reported with a 95% image-bootstrap interval.
 
 The default splits are issue 27's: in distribution (random looks, grammar wording), held-out
 wording, and the two held-out looks. `--splits NAME:STYLE:WORDING:SEED,...` draws others, e.g. the
-old default look with the template questions the shipped model was trained on.
+old default look with the template questions the previous embedded model was trained on.
 """
 from __future__ import annotations
 
