@@ -61,7 +61,7 @@ def _follow(tracker, clip, names) -> dict[str, list[float]]:
     ids, ious = entity_ids(clip.scene), {n: [] for n in names}
     tracker.start(_grounding(clip, names), clip.frames[0])
     for k in range(1, len(clip.frames)):
-        up = tracker.update(clip.frames[k])  # no key: each frame by its content (clips share frame numbers)
+        up = tracker.update(clip.frames[k], key=k)
         for t in up.tracks if up else []:
             ious[t.entity].append(_iou(t.mask, clip.labels[k] == ids[t.entity]) if t.state == TRACKING else 0.0)
             if t.state == TRACKING:
@@ -69,6 +69,17 @@ def _follow(tracker, clip, names) -> dict[str, list[float]]:
         for n in names:
             ious[n] += [0.0] * (k - len(ious[n]))  # frames after a track was dropped
     return ious
+
+
+class _Recording:
+    """The segmenter, with the boxes of every call it was given kept in `prompts`."""
+
+    def __init__(self, segmenter):
+        self.real, self.prompts = segmenter, []
+
+    def segment(self, frame, boxes, **kw):
+        self.prompts.append(np.asarray(boxes).copy())
+        return self.real.segment(frame, boxes, **kw)
 
 
 def _left_where_it_was(clip, name) -> float:
@@ -94,21 +105,15 @@ def test_the_box_method_prompts_with_the_last_box_grown_by_its_margin(segmenter)
     """How well that follows depends on the segmenter (bench/tracking.py measures it; the shipped one
     spills a hand that enters as a sliver onto the table, and the track is lost)."""
     clip, names = _clip_with_hand_and_object()
-    prompts = []
-    real = segmenter.segment
-
-    class Recording:
-        def segment(self, frame, boxes, **kw):
-            prompts.append(np.asarray(boxes).copy())
-            return real(frame, boxes, **kw)
-    tracker = EntityTracker(Recording(), TrackerSettings(method="box", margin=0.15))
+    spy = _Recording(segmenter)
+    tracker = EntityTracker(spy, TrackerSettings(method="box", margin=0.15))
     (track,) = tracker.start(_grounding(clip, names[:1]), clip.frames[0])
     x1, y1, x2, y2 = track.box
     dx, dy = 0.15 * (x2 - x1), 0.15 * (y2 - y1)
     tracker.update(clip.frames[1])
     h, w = clip.frames[0].shape[:2]
     expected = [max(0, x1 - dx), max(0, y1 - dy), min(w, x2 + dx), min(h, y2 + dy)]
-    assert len(prompts) == 1 and np.allclose(prompts[0][0], expected)
+    assert len(spy.prompts) == 1 and np.allclose(spy.prompts[0][0], expected)
 
 
 def test_an_unknown_method_is_refused(segmenter):
@@ -146,15 +151,9 @@ def test_an_answer_without_masks_starts_nothing(segmenter):
 
 def test_between_segmenter_frames_the_flow_method_carries_the_masks(segmenter):
     clip, names = _clip_with_hand_and_object()
-    calls = []
-    real = segmenter.segment
-
-    class Counting:
-        def segment(self, *a, **kw):
-            calls.append(1)
-            return real(*a, **kw)
-    ious = _follow(EntityTracker(Counting(), TrackerSettings(segment_every=5)), clip, names)
-    assert len(calls) == (len(clip.frames) - 1) // 5
+    spy = _Recording(segmenter)
+    ious = _follow(EntityTracker(spy, TrackerSettings(segment_every=5)), clip, names)
+    assert len(spy.prompts) == (len(clip.frames) - 1) // 5
     _assert_followed(clip, ious)
 
 
