@@ -29,7 +29,8 @@ bench: setup
 	$(PY) bench/query_priority.py
 	$(PY) bench/ask_stream.py
 	$(PY) bench/tracking_rate.py
-	$(PY) bench/tracking.py --clips 8 --reask-every 10
+	$(PY) bench/tracking.py --clips 30 --seed0 8000 --reask-every 10 20 --out bench/results/tracking_val.md
+	$(PY) bench/tracking.py --clips 30 --seed0 9300 --reask-every 10 20
 
 clean:
 	rm -rf build out .pytest_cache

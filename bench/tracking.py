@@ -2,9 +2,10 @@
 again on every frame, and what each costs per frame.
 
 Clips: training/data/synth_clips.py, one synthetic scene seen through a camera that pans, zooms and
-rolls (exact masks on every frame), 40 frames at 10 Hz, seeds 9000.. (never used for training). On
-each clip the first hand is asked about ("Where is my left hand?") and, if it holds something, what
-it holds ("What is my left hand holding?"), on the first frame, with the embedded model. Then:
+rolls (exact masks on every frame), 40 frames at 10 Hz: val seeds 8000.. (where the choices are made),
+held-out seeds 9300.. (drawn after them); neither is used for training. On each clip the first hand
+is asked about ("Where is my left hand?") and, if it holds something, what it holds ("What is my left
+hand holding?"), on the first frame, with the embedded model. Then:
   track (flow / box / memory)   the named entity is followed by earl_ros/live/tracking.py on frames
                        1..39 (flow also with the segmenter on every 5th frame only; memory where the
                        model has SAM 2 video memory)
@@ -14,12 +15,14 @@ it holds ("What is my left hand holding?"), on the first frame, with the embedde
   re-ask               the same question is answered again on every frame (with the first frame's
                        description, as the node's rolling description would give)
 Reported: mean mask IoU with the exact mask over frames 1..39 (0 on frames where the entity was not
-named or its track was lost), the share of clips whose first answer named the right entity, and the
-compute per frame (median, and the mean that the compute ratio divides: periodic work such as the
-segmenter on every 5th frame shows in the mean only). Nothing is asserted.
+named or its track was lost) with its 95% interval resampling clips, each row's paired difference from
+re-asking, the share of questions whose first answer named the right entity, and the compute per
+frame (median, and the mean that the compute ratio divides: periodic work such as the segmenter on
+every 5th frame shows in the mean only). Nothing is asserted.
 
-    python bench/tracking.py --clips 8 --reask-every 10   # the README's rows, about 5 minutes on 2 cores
-    python bench/tracking.py --clips 4                    # a quick look
+    python bench/tracking.py --clips 30 --seed0 8000 --reask-every 10 20 --out bench/results/tracking_val.md
+    python bench/tracking.py --clips 30 --seed0 9300 --reask-every 10 20   # held-out: the README's rows
+    python bench/tracking.py --clips 4                    # a quick look (a 30-clip run: about 12 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -98,8 +101,9 @@ def reask_clip(pipe, clip, q, inter, name, gt) -> tuple[list[float], list[float]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(REPO / "models" / "earl-tiny-synth"))
-    ap.add_argument("--clips", type=int, default=12)
-    ap.add_argument("--seed0", type=int, default=9000, help="first clip seed (the method was chosen on 8000..)")
+    ap.add_argument("--clips", type=int, default=30)
+    ap.add_argument("--seed0", type=int, default=9300,
+                    help="first clip seed: held-out 9300.. (the methods are chosen on val, 8000..)")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reask-every", type=int, nargs="*", default=[], metavar="N",
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
             **({"track (memory)": ([], [])} if pipe.video_memory is not None else {}),
             **{f"track (flow, segmenter every 5th frame), re-ask every {n}th frame": ([], []) for n in a.reask_every},
             "re-ask every frame": ([], [])}
-    named = 0
+    named, clip_of = 0, []  # clip_of: each question's clip (the bootstrap's unit: its questions share a scene)
     for seed in range(a.seed0, a.seed0 + a.clips):
         clip = moving_clip(seed, n_frames=a.frames, split="bench")
         if not clip.scene["hands"]:
@@ -128,6 +132,7 @@ def main(argv=None) -> int:
             pipe.segmenter.clear_cache()
             g0 = pipe.answer(clip.frames[0], q, interaction=inter, stamp=0.0)
             named += name in g0.entities
+            clip_of.append(seed)
             for label, (ious, ms) in rows.items():
                 if label == "re-ask every frame":
                     i, m = reask_clip(pipe, clip, q, inter, name, gt)
@@ -139,25 +144,53 @@ def main(argv=None) -> int:
                 ious.append(float(np.mean(i)))
                 ms.extend(m)
             print(seed, q, {k: round(v[0][-1], 3) for k, v in rows.items()}, flush=True)
-    Path(a.out).write_text(report(rows, named, a))
+    Path(a.out).write_text(report(rows, named, a, clip_of))
     print(Path(a.out).read_text())
     return 0
 
 
-def report(rows: dict, named: int, a) -> str:
+def clip_bootstrap(rows: dict, clip_of: list, rounds: int = 2000, seed: int = 0) -> dict:
+    """Per row: 95% intervals of its mean IoU and of its difference from re-asking on every frame,
+    resampling clips (a clip's questions share its scene and camera path, so the clip is the unit;
+    both rows are scored on the same draw, which makes the difference paired)."""
+    clips = sorted(set(clip_of))
+    idx = [np.flatnonzero(np.array(clip_of) == c) for c in clips]
+    draws = np.random.default_rng(seed).integers(0, len(clips), size=(rounds, len(clips)))
+    base = np.array(rows["re-ask every frame"][0])
+    out = {}
+    for label, (ious, _) in rows.items():
+        x = np.array(ious)
+        means, diffs = [], []
+        for d in draws:
+            q = np.concatenate([idx[i] for i in d])
+            means.append(x[q].mean())
+            diffs.append(x[q].mean() - base[q].mean())
+        out[label] = (np.quantile(means, [0.025, 0.975]), float(x.mean() - base.mean()),
+                      np.quantile(diffs, [0.025, 0.975]))
+    return out
+
+
+def report(rows: dict, named: int, a, clip_of: list) -> str:
     n = len(next(iter(rows.values()))[0])
     reask_ms = float(np.mean(rows["re-ask every frame"][1]))
-    lines = [f"| {label} | {100 * np.mean(ious):.1f} | {100 * np.min(ious):.1f} | {np.median(ms):.0f} | "
-             f"{np.mean(ms):.0f} | {np.mean(ms) / reask_ms:.2f} |" for label, (ious, ms) in rows.items()]
+    ci = clip_bootstrap(rows, clip_of)
+
+    def line(label, ious, ms):
+        (lo, hi), diff, (dlo, dhi) = ci[label]
+        vs = "-" if label == "re-ask every frame" else f"{100 * diff:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]"
+        return (f"| {label} | {100 * np.mean(ious):.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {vs} | "
+                f"{np.median(ms):.0f} | {np.mean(ms):.0f} | {np.mean(ms) / reask_ms:.2f} |")
     return "\n".join([
         "# Tracking what a query named (generated by bench/tracking.py)", "",
         f"`python bench/tracking.py --clips {a.clips} --seed0 {a.seed0} --frames {a.frames} --threads {a.threads}`: {a.clips} synthetic "
         f"clips with camera motion (training/data/synth_clips.py, seeds {a.seed0}-{a.seed0 + a.clips - 1}), {a.frames} frames "
-        f"at 10 Hz, {n} questions (each clip's first hand; what it holds) on the clip's first frame, the embedded "
-        f"model. The first "
-        f"answer named the right entity for {named} of {n} questions (a wrong first answer scores 0 for tracking and counts as it is for re-asking).",
-        "", "| method | mean mask IoU over the clip (%) | worst question (%) | compute per frame, median ms | "
-        "mean ms | compute / re-ask (means) |", "|---|---:|---:|---:|---:|---:|", *lines, ""])
+        f"at 10 Hz, {n} questions from {len(set(clip_of))} clips (each clip's first hand; what it holds) on the clip's first "
+        f"frame, the embedded model. The first "
+        f"answer named the right entity for {named} of {n} questions (a wrong first answer scores 0 for tracking and counts "
+        "as it is for re-asking). Intervals: 95%, resampling clips (2000 draws); the difference from re-asking is paired.",
+        "", "| method | mean mask IoU over the clip, % [95%] | minus re-ask every frame, points [95%] | "
+        "compute per frame, median ms | mean ms | compute / re-ask (means) |", "|---|---:|---:|---:|---:|---:|",
+        *(line(label, ious, ms) for label, (ious, ms) in rows.items()), ""])
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ PARAMS: tuple[Param, ...] = (
           "the newest frame) to put its tracks right: a first answer that named the wrong thing, or a track that "
           "drifted, is not followed for ever; tracks it no longer names end (lost), a lost one comes back when it names "
           "it again, until track/stop. 0 = never ask the VLM again "
-          "while tracking. (1.0: best on bench/tracking.py's val clips within a tenth of re-asking's compute.)",
+          "while tracking. (1.0: chosen on bench/tracking.py's val clips within a tenth of re-asking's compute.)",
           lo=0.0, hi=600.0, read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
