@@ -284,9 +284,9 @@ def run_driver(mode, shm, w, h, rate, duration=0.0, frames=0, on_warm=None):
     return result
 
 
-def run_clients(n_clients: int, requests: int, mode: str, duration: float = 0.0) -> list:
+def run_clients(n_clients: int, requests: int, mode: str, duration: float = 0.0, lead: float = 8.0) -> list:
     """n_clients earl_ros.ros.query_load processes, started together; all their request records."""
-    start_at = time.time() + 8.0  # every client has found the service by then
+    start_at = time.time() + lead  # every client has found the service by then
     cmd = [sys.executable, "-m", "earl_ros.ros.query_load", "--namespace", NS.strip("/"), "--requests",
            str(requests), "--mode", mode, "--timeout", "300", "--start-at", str(start_at)]
     if duration:
@@ -301,12 +301,26 @@ def run_clients(n_clients: int, requests: int, mode: str, duration: float = 0.0)
     return records
 
 
+def wait_until_answering(timeout: float = 180.0) -> None:
+    """One request at a time until one is answered OK: a burst sent while the node is still
+    activating (INACTIVE) or before its first camera frame (NO_FRAME) measures start-up, not the queue."""
+    deadline, codes = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        codes.append(run_clients(1, 1, "closed", lead=0.0)[0]["code"])
+        if codes[-1] == "OK":
+            print(f"[bench] queue: the node answers ({len(codes)} probe(s): {', '.join(codes)})", flush=True)
+            return
+        time.sleep(1.0)
+    raise SystemExit(f"bench: the node did not answer OK within {timeout:.0f} s (probes: {', '.join(codes)})")
+
+
 def run_queue(model: Path, tmp: Path, fair_duration: float) -> dict:
     """Burst and fairness runs against one node (SHM profile, the demo clip as a 15 Hz camera)."""
     node = start_node(model, True, tmp / "node_queue.log")
     camera = subprocess.Popen([sys.executable, "-m", "earl_ros.cli.replay", str(REPO / "data" / "demo" / "clip"),
                                "--topic", TOPIC, "--rate", "15", "--loop", "--quiet"], env=bench_env(True), cwd=REPO)
     try:
+        wait_until_answering()
         print("[bench] queue: burst, 8 clients x 5 requests at once ...", flush=True)
         burst = run_clients(8, 5, "burst")
         print(f"[bench] queue: fairness, 8 clients one outstanding each, {fair_duration:.0f} s ...", flush=True)
