@@ -3,13 +3,14 @@
     .venv/bin/python bench/sft_step.py [--steps 10] [--batch 16] [--threads 2] [--out bench/results/sft_step.md]
     .venv/bin/python bench/sft_step.py --style default --wording templates --out bench/results/sft_step_templates.md
 
-Uses the committed model by default (models/earl-tiny-synth: the recipe's response shape) and freshly rendered
-synthetic scenes, by default drawn as the recipe draws them (random looks, composed wording: what
-the shipped model was trained on); the batches' padded length in tokens is reported with the times,
-since sequence length is what the data changes. Each timed step is a full optimiser step (prepare, forward, backward, AdamW) on the
-same batches in both arms; the cached arm is timed after one pass that fills the cache, as in every
-epoch after the first. Prints a Markdown table (median / p90 step seconds and the ratio) and writes it.
-Timings on shared 2-core machines are noisy: compare the two arms of one run.
+Uses the committed model by default (models/earl-tiny-synth: the recipe's response shape) and
+freshly rendered synthetic scenes, drawn by default as the recipe draws them (random looks, composed
+wording: what the shipped model was trained on); the batches' padded length in tokens is reported
+with the times, since sequence length is what the data changes. Each timed step is a full optimiser
+step (prepare, forward, backward, AdamW) on the same batches in both arms; the cached arm is timed
+after one pass that fills the cache, as in every epoch after the first. Prints a Markdown table
+(median / p90 step seconds and the ratio) and writes it. Timings on shared 2-core machines are
+noisy: compare the two arms of one run.
 """
 from __future__ import annotations
 
