@@ -5,7 +5,9 @@ The live session (earl_ros/live/session.py, what the `earl` node runs, without D
 clip as a 30 Hz camera and a query every --period seconds; each query uses the rolling description
 (max_description_age 0), so with the worker off it does exactly the same model work. Three arms,
 interleaved (see run_interleaved):
-  off        coarse worker off (one description made before the run)
+  off        coarse worker off; before each query (untimed) the newest camera frame is described,
+             so its answers see as recent a description as the worker gives the other arms (with one
+             description for the whole run, the answers of one model differed in length by arm)
   yielding   coarse worker on, back to back, pausing between tokens while a query runs (the default)
   competing  coarse worker on, back to back, coarse_yields_to_queries false (what the node did before)
 Reported: query latency p50 / p95 (the session's answer: description pick + model), its ratio to
@@ -75,6 +77,9 @@ def run_block(pipe, frames, overrides: dict, items: list[tuple[int, str]], perio
     pauses0, paused0, pre0 = pr.pauses, pr.paused_s, session.stats.coarse["preempted"]
     lat, chars, t0 = [], [], time.monotonic()
     for i, (idx, question) in enumerate(items):
+        if not settings["coarse_enabled"]:  # off: as fresh a description as the worker's, made untimed
+            latest = session.frames.snapshot()["latest"]
+            session.record_description(pipe.describe(latest.rgb(), stamp=latest.stamp), latest)
         time.sleep(max(0.0, t0 + i * period - time.monotonic()))
         pending = PendingQuery(None, None, question, _query_frame(frames[idx], i), time.perf_counter())
         t = time.perf_counter()
