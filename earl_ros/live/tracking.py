@@ -55,7 +55,7 @@ class TrackerSettings:
     agree_area: float = 0.75  # ... and it is not smaller than this share of the carried mask (a part of it)
     min_points: int = 6  # flow: fewer followed points than this and the track is lost
     segment_every: int = 5  # flow: run the segmenter on every Nth frame only, carry the masks in between
-    # (5: best of flow every frame / flow every 5th / box on bench/tracking.py's val clips, seeds 8000-8007)
+    # (5: with a re-ask every 10th frame, within a tenth of re-asking's compute; bench/tracking.py, README)
 
 
 @dataclass
