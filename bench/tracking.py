@@ -151,22 +151,23 @@ def main(argv=None) -> int:
 
 def clip_bootstrap(rows: dict, clip_of: list, rounds: int = 2000, seed: int = 0) -> dict:
     """Per row: 95% intervals of its mean IoU and of its difference from re-asking on every frame,
-    resampling clips (a clip's questions share its scene and camera path, so the clip is the unit;
-    both rows are scored on the same draw, which makes the difference paired)."""
+    resampling clips (a clip's questions share its scene and camera path, so the clip is the unit).
+    The difference is training.metrics' paired bootstrap: a mean IoU is a cIoU whose questions each
+    have union 1, and a clip plays an image's part."""
+    from training.metrics import paired_ciou_bootstrap
+
     clips = sorted(set(clip_of))
-    idx = [np.flatnonzero(np.array(clip_of) == c) for c in clips]
     draws = np.random.default_rng(seed).integers(0, len(clips), size=(rounds, len(clips)))
-    base = np.array(rows["re-ask every frame"][0])
+
+    def records(ious):
+        return [{"image_id": c, "inter": v, "union": 1.0} for v, c in zip(ious, clip_of)]
+    base = records(rows["re-ask every frame"][0])
     out = {}
     for label, (ious, _) in rows.items():
-        x = np.array(ious)
-        means, diffs = [], []
-        for d in draws:
-            q = np.concatenate([idx[i] for i in d])
-            means.append(x[q].mean())
-            diffs.append(x[q].mean() - base[q].mean())
-        out[label] = (np.quantile(means, [0.025, 0.975]), float(x.mean() - base.mean()),
-                      np.quantile(diffs, [0.025, 0.975]))
+        per_clip = np.array([[sum(v for v, c in zip(ious, clip_of) if c == k), clip_of.count(k)] for k in clips])
+        sums = per_clip[draws].sum(1)  # [rounds, (IoU sum, questions)]
+        d = paired_ciou_bootstrap(records(ious), base, rounds=rounds, seed=seed)
+        out[label] = (np.quantile(sums[:, 0] / sums[:, 1], [0.025, 0.975]), d["diff"], (d["lo"], d["hi"]))
     return out
 
 
