@@ -157,6 +157,16 @@ def test_between_segmenter_frames_the_flow_method_carries_the_masks(segmenter):
     _assert_followed(clip, ious)
 
 
+def test_a_frame_of_another_size_between_segmenter_frames_ends_the_tracks(segmenter):
+    clip, names = _clip_with_hand_and_object()
+    tracker = EntityTracker(segmenter, TrackerSettings(segment_every=5))
+    tracker.start(_grounding(clip, names), clip.frames[0])
+    bigger = np.zeros((clip.frames[1].shape[0] * 2, clip.frames[1].shape[1] * 2, 3), np.uint8)
+    up = tracker.update(bigger)  # the masks are on the old size: nothing to carry them by
+    assert {t.state for t in up.tracks} == {LOST} and up.label_map.shape == bigger.shape[:2]
+    assert tracker.tracks() == []
+
+
 def _tracking_the_wrong_entity(segmenter, clip, hand, obj):
     """A tracker following `hand` where the question meant `obj`: what a wrong first answer leaves."""
     tracker = EntityTracker(segmenter, TrackerSettings(method="flow", segment_every=5))

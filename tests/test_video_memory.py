@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earl_ros.live.tracking import TRACKING, EntityTracker, TrackerSettings
+from earl_ros.live.tracking import LOST, TRACKING, EntityTracker, TrackerSettings
 from earl_ros.model.types import Grounding
 from training.data.synth_clips import entity_ids, moving_clip
 
@@ -50,6 +50,16 @@ def _hand(clip) -> tuple[str, list[np.ndarray]]:
     name = f"the {clip.scene['hands'][0].side} hand"
     lid = entity_ids(clip.scene)[name]
     return name, [lab == lid for lab in clip.labels]
+
+
+@pytest.fixture(scope="module")
+def shipped(segmenter):
+    """The embedded model's trained memory."""
+    from earl_ros.model.manifest import Manifest
+    from earl_ros.model.video_memory import VideoMemory
+
+    return VideoMemory.from_pretrained(Manifest.load(REPO / "models" / "earl-tiny-synth").segmenter.video_memory,
+                                       segmenter)
 
 
 def test_a_track_keeps_only_the_frames_its_memory_can_reach(memory):
@@ -105,7 +115,7 @@ def _grounding(name: str, mask: np.ndarray) -> Grounding:
 def test_a_tracked_answer_begins_its_memory_on_the_query_frame(segmenter, memory):
     clip = moving_clip(3, n_frames=3, motion=0.5)
     name, masks = _hand(clip)
-    tracker = EntityTracker(segmenter, TrackerSettings(method="memory"), video=memory)
+    tracker = EntityTracker(segmenter, TrackerSettings(method="memory", segment_every=1), video=memory)
     (track,) = tracker.start(_grounding(name, masks[0]), clip.frames[0])
     assert track.memory is not None and track.memory.frame == 0
     up = tracker.update(clip.frames[1])
@@ -127,17 +137,42 @@ def test_switching_to_memory_mid_track_begins_it_from_the_last_mask(segmenter, m
     assert track.memory is None  # a later switch back begins afresh
 
 
-def test_the_shipped_memory_follows_a_hand_that_untrained_memory_loses(segmenter, memory):
-    from earl_ros.model.manifest import Manifest
-    from earl_ros.model.video_memory import VideoMemory
+def test_between_memory_frames_the_masks_are_carried_by_flow(segmenter, shipped):
+    clip = moving_clip(3, n_frames=7, motion=0.5)
+    name, masks = _hand(clip)
+    tracker = EntityTracker(segmenter, TrackerSettings(method="memory", segment_every=3), video=shipped)
+    (track,) = tracker.start(_grounding(name, masks[0]), clip.frames[0])
+    steps, ious = [], []
+    for frame, gt in zip(clip.frames[1:], masks[1:]):
+        (t,) = tracker.update(frame).tracks
+        assert t.state == TRACKING
+        steps.append(track.memory.frame)
+        ious.append(np.logical_and(t.mask, gt).sum() / np.logical_or(t.mask, gt).sum())
+    assert steps == [0, 0, 1, 1, 1, 2]  # the memory saw frames 3 and 6 only
+    assert ious[0] > 0.8, ious  # frame 1: the first mask, carried with the camera
 
-    shipped = VideoMemory.from_pretrained(Manifest.load(REPO / "models" / "earl-tiny-synth").segmenter.video_memory,
-                                          segmenter)
+
+def test_where_flow_loses_a_track_between_memory_frames_the_memory_decides(segmenter, shipped):
+    clip = moving_clip(3, n_frames=3, motion=0.5)
+    name, masks = _hand(clip)
+    blank = np.full_like(clip.frames[1], 128)  # no corner to follow
+    states = {}
+    for method in ("memory", "flow"):
+        tracker = EntityTracker(segmenter, TrackerSettings(method=method, segment_every=2), video=shipped)
+        tracker.start(_grounding(name, masks[0]), clip.frames[0])
+        (t,) = tracker.update(blank).tracks
+        states[method] = t.state
+        if method == "memory":
+            assert np.array_equal(t.mask, masks[0])  # the last mask stands
+    assert states == {"memory": TRACKING, "flow": LOST}  # flow alone: points lost mean the entity is gone
+
+
+def test_the_shipped_memory_follows_a_hand_that_untrained_memory_loses(segmenter, memory, shipped):
     clip = moving_clip(0, n_frames=20, motion=0.6)  # the hand of tests/test_track_entities.py's first clip
     name, masks = _hand(clip)
 
     def mean_iou(video) -> float:
-        tracker = EntityTracker(segmenter, TrackerSettings(method="memory"), video=video)
+        tracker = EntityTracker(segmenter, TrackerSettings(method="memory", segment_every=1), video=video)
         tracker.start(_grounding(name, masks[0]), clip.frames[0])
         ious = []
         for frame, gt in zip(clip.frames[1:], masks[1:]):

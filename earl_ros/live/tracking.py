@@ -54,7 +54,8 @@ class TrackerSettings:
     agree_precision: float = 0.2  # ... and at least this share of it lies on the carried mask
     agree_area: float = 0.75  # ... and it is not smaller than this share of the carried mask (a part of it)
     min_points: int = 6  # flow: fewer followed points than this and the track is lost
-    segment_every: int = 5  # flow: run the segmenter on every Nth frame only, carry the masks in between
+    segment_every: int = 5  # flow, memory: run the segmenter (its video memory) on every Nth frame only,
+    # carry the masks by optical flow in between
     # (5: with a re-ask every 10th frame, within a tenth of re-asking's compute; bench/tracking.py, README)
 
 
@@ -226,7 +227,15 @@ class EntityTracker:
             return TrackUpdate(ended, np.zeros(frame.shape[:2], np.uint16)) if ended else None
         hw, gray = frame.shape[:2], _gray(frame)
         self._frames += 1
-        out = self._remember(live, frame) if self.settings.method == "memory" else self._prompted(live, frame, gray, key)
+        if self.settings.method != "memory":
+            for t in live:
+                t.memory = None  # switched away from memory: a later switch back begins afresh
+        if self.settings.method in ("flow", "memory") and self._frames % max(1, self.settings.segment_every):
+            out = [self._carried_only(t, gray) for t in live]  # between the segmenter's frames
+        elif self.settings.method == "memory":
+            out = self._remember(live, frame)
+        else:
+            out = self._prompted(live, frame, gray, key)
         with self._lock:
             lost = {t.id for t in out if t.state == LOST}
             self._tracks = [t for t in self._tracks if t.id not in lost]
@@ -239,11 +248,7 @@ class EntityTracker:
 
     def _prompted(self, live: list[Track], frame: np.ndarray, gray: np.ndarray, key) -> list[Track]:
         """flow and box: the segmenter prompted with each track's (carried) box."""
-        for t in live:
-            t.memory = None  # switched away from memory: a later switch back begins afresh
-        carried = [self._carry(t, gray) for t in live]
-        if self.settings.method == "flow" and self._frames % max(1, self.settings.segment_every):
-            return [self._follow(t, c, c, 0.5) for t, c in zip(live, carried)]  # carried masks only
+        carried = [self._carry(t, gray) for t in live] if self.settings.method == "flow" else [None] * len(live)
         hw = frame.shape[:2]
         prompts = np.stack([_grown(t.box if c is None or not c.any() else _mask_box(c), self._margin(), hw)
                             for t, c in zip(live, carried)])
@@ -267,8 +272,17 @@ class EntityTracker:
     def _margin(self) -> float:
         return self.settings.margin if self.settings.method == "box" else 0.1
 
+    def _carried_only(self, t: Track, gray: np.ndarray) -> Track:
+        c = self._carry(t, gray)
+        if c is None:
+            c = np.zeros(gray.shape, bool)  # a frame of another size: nothing to carry
+        elif not c.any() and self.settings.method == "memory":
+            return t  # flow lost it: the last mask stands until the memory looks again (it says what is lost)
+        return self._follow(t, c, c, 0.5)
+
     def _carry(self, t: Track, gray: np.ndarray) -> np.ndarray | None:
-        if self.settings.method != "flow" or self._prev_gray is None or self._prev_gray.shape != gray.shape:
+        """t's mask carried by optical flow to `gray` (zeros: nothing followed it)."""
+        if self._prev_gray is None or self._prev_gray.shape != gray.shape:
             return None
         c = carry_mask(self._prev_gray, gray, t.mask, self.settings.min_points)
         return c if c is not None and c.any() else np.zeros_like(t.mask)  # zeros: nothing followed it

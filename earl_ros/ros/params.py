@@ -109,8 +109,8 @@ PARAMS: tuple[Param, ...] = (
           "it agrees (default: holds on to a held object); box = prompt with the previous box grown by a margin; "
           "memory = SAM 2's video memory (needs the model's segmenter.video_memory) (earl_ros/live/tracking.py, "
           "bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
-    Param("tracking_segment_every", 5, "flow: run the segmenter on every Nth update only and carry the masks "
-          "in between (less compute per frame; 5 leaves room for track_reask_period within a tenth of re-asking's "
+    Param("tracking_segment_every", 5, "flow, memory: run the segmenter (memory: its video memory) on every Nth "
+          "update only and carry the masks by optical flow in between (less compute per frame; 5 leaves room for track_reask_period within a tenth of re-asking's "
           "compute; on bench/tracking.py's val clips 1 follows better alone, at 4x the compute).", lo=1, hi=30,
           read_only=False),
     Param("track_reask_period", 1.0, "Seconds between answering a tracked question again (on its own thread, on "
