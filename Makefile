@@ -29,7 +29,7 @@ bench: setup
 	$(PY) bench/query_priority.py
 	$(PY) bench/ask_stream.py
 	$(PY) bench/tracking_rate.py
-	$(PY) bench/tracking.py --clips 90 --seed0 8000 --rows flow flow/5 box memory memory/2 flow/5+reask10 memory/2+reask20 reask --out bench/results/tracking_val.md
+	$(PY) bench/tracking.py --clips 90 --seed0 8000 --out bench/results/tracking_val.md
 	$(PY) bench/tracking.py --clips 60 --seed0 9400
 
 clean:

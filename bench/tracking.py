@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 
 REASK = "re-ask every frame"
-DEFAULT_ROWS = ("flow", "flow/5", "box", "memory", "memory/2", "flow/5+reask10", "reask")
+DEFAULT_ROWS = ("flow", "flow/5", "box", "memory", "memory/2", "flow/5+reask10", "memory/2+reask20", "reask")
 
 
 def _ordinal(n: int) -> str:
