@@ -29,6 +29,7 @@ periodic work such as the segmenter on every 5th frame shows in the mean only). 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,11 +50,10 @@ def _ordinal(n: int) -> str:
 
 def parse_row(spec: str) -> tuple[str, int, int]:
     """'memory/2+reask20' -> ('memory', 2, 20): method, segmenter every Nth frame, re-ask every Mth (0: never)."""
-    head, _, reask = spec.partition("+reask")
-    method, _, every = head.partition("/")
-    if method not in ("flow", "box", "memory") or (every and method == "box"):
-        raise ValueError(f"row {spec!r}: expected flow|box|memory[/N][+reaskM] or reask")
-    return method, int(every or 1), int(reask or 0)
+    m = re.fullmatch(r"(flow|box|memory)(?:/([1-9][0-9]*))?(?:\+reask([1-9][0-9]*))?", spec)
+    if m and not (m[1] == "box" and m[2]):  # box prompts the segmenter on every frame
+        return m[1], int(m[2] or 1), int(m[3] or 0)
+    raise ValueError(f"row {spec!r}: expected flow|box|memory[/N][+reaskM] (N, M >= 1) or reask")
 
 
 def label(spec: str) -> str:
@@ -141,6 +141,11 @@ def main(argv=None) -> int:
                          f"reask (answer on every frame; always added). Default: {' '.join(DEFAULT_ROWS)}")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "tracking.md"))
     a = ap.parse_args(argv)
+    for spec in a.rows:
+        try:
+            label(spec)
+        except ValueError as e:
+            ap.error(str(e))
     import torch
 
     from earl_ros.model.pipeline import EarlPipeline
@@ -218,7 +223,8 @@ def report(rows: dict, right: list, a, clip_of: list) -> str:
 
     def line(row, ious, ms):
         (lo, hi), diff, (dlo, dhi) = ci[row]
-        vs = "-" if row == REASK else f"{100 * diff:+.1f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}]"
+        diff, dlo, dhi = (round(100 * v, 1) + 0.0 for v in (diff, dlo, dhi))  # + 0.0: no "-0.0"
+        vs = "-" if row == REASK else f"{diff:+.1f} [{dlo:+.1f}, {dhi:+.1f}]"
         return (f"| {row} | {100 * np.mean(ious):.1f} [{100 * lo:.1f}, {100 * hi:.1f}] | {vs} | "
                 f"{100 * np.mean(np.array(ious)[ok]) if named else float('nan'):.1f} | "
                 f"{np.median(ms):.0f} | {np.mean(ms):.0f} | {np.mean(ms) / reask_ms:.2f} |")

@@ -13,6 +13,9 @@ however many tracks run, and no language model. Two ways to find a track on the 
 - `memory`: SAM 2's video memory (earl_ros/model/video_memory.py): each track's first mask is its
   memory, and the model finds it on later frames by attending to its last frames; no box prompt.
   Needs a segmenter with video memory (the manifest's segmenter.video_memory).
+With `segment_every` N, flow and memory run the model on every Nth frame only and carry the masks by
+flow in between; a track whose points flow loses there is lost for `flow`, while for `memory` its
+last mask stands until the memory looks again.
 bench/tracking.py measures all three. Whatever the method, `reground` puts tracks right from a fresh
 answer to their question (the live loop asks again every `track_reask_period` s): a first answer that
 named the wrong thing, or a track that drifted, is not followed for ever.
