@@ -153,8 +153,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     pipe = EarlPipeline.from_dir(a.model)
-    specs = {label(spec): spec for spec in [*(r for r in a.rows if r != "reask"), "reask"]
-             if spec == "reask" or parse_row(spec)[0] != "memory" or pipe.video_memory is not None}
+    specs = {label(s): None if s == "reask" else parse_row(s) for s in [*(r for r in a.rows if r != "reask"), "reask"]}
+    skipped = [row for row, spec in specs.items() if spec and spec[0] == "memory" and pipe.video_memory is None]
+    if skipped:
+        print(f"{a.model} has no video memory: rows left out: {'; '.join(skipped)}", flush=True)
+    specs = {row: spec for row, spec in specs.items() if row not in skipped}
     rows = {row: ([], []) for row in specs}
     right, clip_of = [], []  # per question: did the first answer name it; its clip (the bootstrap's unit)
     for seed in range(a.seed0, a.seed0 + a.clips):
@@ -169,11 +172,12 @@ def main(argv=None) -> int:
             right.append(name in g0.entities)
             clip_of.append(seed)
             for row, (ious, ms) in rows.items():
-                if row == REASK:
+                if specs[row] is None:
                     i, m = reask_clip(pipe, clip, q, inter, name, gt)
                 else:
-                    method, every, reask = parse_row(specs[row])
-                    i, m = track_clip(pipe, clip, g0, name, gt, method, every, reask=(reask, q, inter) if reask else None)
+                    method, every, reask = specs[row]
+                    i, m = track_clip(pipe, clip, g0, name, gt, method, every,
+                                      reask=(reask, q, inter) if reask else None)
                 ious.append(float(np.mean(i)))
                 ms.extend(m)
             print(seed, q, {k: round(v[0][-1], 3) for k, v in rows.items()}, flush=True)

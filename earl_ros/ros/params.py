@@ -110,8 +110,9 @@ PARAMS: tuple[Param, ...] = (
           "memory = SAM 2's video memory (needs the model's segmenter.video_memory) (earl_ros/live/tracking.py, "
           "bench/tracking.py).", choices=TRACKING_METHODS, read_only=False),
     Param("tracking_segment_every", 5, "flow, memory: run the segmenter (memory: its video memory) on every Nth "
-          "update only and carry the masks by optical flow in between (less compute per frame; 5 leaves room for track_reask_period within a tenth of re-asking's "
-          "compute; on bench/tracking.py's val clips 1 follows better alone, at 4x the compute).", lo=1, hi=30,
+          "update only and carry the masks by optical flow in between (less compute per frame; 5 leaves room "
+          "for track_reask_period within a tenth of re-asking's compute; on bench/tracking.py's val clips 1 "
+          "follows better alone, at 4x the compute).", lo=1, hi=30,
           read_only=False),
     Param("track_reask_period", 1.0, "Seconds between answering a tracked question again (on its own thread, on "
           "the newest frame) to put its tracks right: a first answer that named the wrong thing, or a track that "
