@@ -198,6 +198,22 @@ def test_an_answer_asked_again_keeps_the_id_of_an_entity_it_names_again(segmente
     assert same is track and _iou(same.mask, clip.labels[6] == entity_ids(clip.scene)[hand]) > 0.9
 
 
+def test_an_answer_whose_mask_the_segmenter_doubts_does_not_replace_the_followed_mask(segmenter):
+    """The answer names the tracked hand again, but its mask lies on the object: scored below
+    `reground_min_score` it changes nothing; scored above, it replaces the track's mask."""
+    clip, (hand, obj) = _clip_with_hand_and_object()
+    tracker, track = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
+    before = track.mask.copy()
+    misplaced = _grounding(clip, [obj], frame=6)
+    misplaced.entities = [hand]
+    misplaced.scores = [tracker.settings.reground_min_score - 0.05]
+    assert tracker.reground(misplaced, clip.frames[6], ids={track.id}) == [track]  # still the question's
+    assert np.array_equal(track.mask, before) and track.state == TRACKING
+    misplaced.scores = [tracker.settings.reground_min_score + 0.05]
+    tracker.reground(misplaced, clip.frames[6], ids={track.id})
+    assert _iou(track.mask, clip.labels[6] == entity_ids(clip.scene)[obj]) > 0.9
+
+
 def test_an_answer_asked_again_that_names_nothing_changes_nothing(segmenter):
     clip, (hand, obj) = _clip_with_hand_and_object()
     tracker, track = _tracking_the_wrong_entity(segmenter, clip, hand, obj)
@@ -227,7 +243,7 @@ def test_a_tracked_question_brings_back_a_track_lost_meanwhile_until_it_is_stopp
     clip, (hand, obj) = _clip_with_hand_and_object()
     frames, asked, updates = FrameBuffer(), [], []
     settings = {"max_tracks": 3, "tracking_method": "flow", "tracking_segment_every": 5, "track_mode": "replace",
-                "tracking_rate": 30.0, "track_reask_period": 0.2}
+                "tracking_rate": 30.0, "track_reask_period": 0.2, "track_reask_min_score": 0.7}
 
     def reask(rgb, question, stamp):  # what a right answer returns on the frame it is asked about
         asked.append(stamp)

@@ -21,7 +21,8 @@ from .frames import Frame, FrameBuffer
 from .tracking import EntityTracker, TrackerSettings, TrackUpdate
 
 # settings of the tracker that follow the node's parameters at run time
-_TRACKER_SETTINGS = {"max_tracks": "max_tracks", "tracking_method": "method", "tracking_segment_every": "segment_every"}
+_TRACKER_SETTINGS = {"max_tracks": "max_tracks", "tracking_method": "method", "tracking_segment_every": "segment_every",
+                     "track_reask_min_score": "reground_min_score"}
 
 
 class LiveTracking:

@@ -120,6 +120,10 @@ PARAMS: tuple[Param, ...] = (
           "it again, until track/stop. 0 = never ask the VLM again "
           "while tracking. (1.0: chosen on bench/tracking.py's val clips within a tenth of re-asking's compute.)",
           lo=0.0, hi=600.0, read_only=False),
+    Param("track_reask_min_score", 0.7, "An answer asked again replaces a running track's mask only where the "
+          "segmenter scores its mask at least this (its own IoU estimate); below, the track keeps the mask it "
+          "follows. 0 = every answer replaces. (0.7: chosen on bench/tracking.py's val clips, where answers "
+          "scored below it were worse than the tracks they replaced.)", lo=0.0, hi=1.0, read_only=False),
     # outputs
     Param("publish_overlay", True, "Publish the rgb8 overlay image on `overlay`.", read_only=False),
     Param("publish_mask", True, "Publish the mono8 label map on `mask`.", read_only=False),
