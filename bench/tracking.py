@@ -5,8 +5,9 @@ Clips: training/data/synth_clips.py, one synthetic scene seen through a camera t
 rolls (exact masks on every frame), 40 frames at 10 Hz: val seeds 8000.. (where the choices are made),
 held-out seeds 9500.. (drawn after the choices of 2026-12-07, track_reask_min_score the last; the
 earlier held-out seeds, 9000.., 9300.. and 9400.., had been looked at by then); none is used for
-training. On each clip the first hand is asked about ("Where is my left hand?") and, if it holds something, what it holds ("What is my left
-hand holding?"), on the first frame, with the embedded model. Then, one row per --rows entry:
+training. On each clip the first hand is asked about ("Where is my left hand?") and, if it holds
+something, what it holds ("What is my left hand holding?"), on the first frame, with the embedded
+model. Then, one row per --rows entry:
   flow / box / memory  the named entity is followed by earl_ros/live/tracking.py on frames 1..39
                        (memory where the model has SAM 2 video memory)
   .../N                the segmenter (for memory, its video memory) runs on every Nth frame only, optical
