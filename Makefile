@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/tracking_rate.py
 	$(PY) bench/tracking.py --clips 90 --seed0 8000 --out bench/results/tracking_val.md
 	$(PY) bench/tracking.py --clips 60 --seed0 9500
+	$(PY) bench/tracking_replay.py --clips 90 --seed0 8000
 
 clean:
 	rm -rf build out .pytest_cache

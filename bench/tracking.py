@@ -87,17 +87,21 @@ def _mask_of(g, name):
     return next((m for e, m in zip(g.entities, g.masks) if e == name), None)
 
 
-def track_clip(pipe, clip, g0, name, gt, method: str, segment_every: int = 1,
-               reask=None) -> tuple[list[float], list[float]]:
-    """reask: (every N frames, question, description): as the node's `track_reask_period` does, the
-    question is answered again on every Nth frame, and the tracks are put right from that answer
+def make_tracker(pipe, method: str, segment_every: int = 1, **settings):
+    from earl_ros.live.tracking import EntityTracker, TrackerSettings
+
+    return EntityTracker(pipe.segmenter, TrackerSettings(method=method, segment_every=segment_every, **settings),
+                         video=pipe.video_memory)
+
+
+def track_clip(tracker, clip, g0, name, gt, reask=None) -> tuple[list[float], list[float]]:
+    """reask: (every N frames, ask): ask(k) -> (grounding, seconds) answers the question again on frame
+    k. As the node's `track_reask_period` does, the tracks are put right from that answer
     (EntityTracker.reground) on the frame when it would be ready: updates go on meanwhile, and the
     answer's masks are carried by flow from the frame it was asked on."""
-    from earl_ros.live.tracking import TRACKING, EntityTracker, TrackerSettings
+    from earl_ros.live.tracking import TRACKING
 
-    tracker = EntityTracker(pipe.segmenter, TrackerSettings(method=method, segment_every=segment_every),
-                            video=pipe.video_memory)
-    pipe.segmenter.clear_cache()  # keys and stamps repeat from clip to clip: no features from another clip
+    tracker.segmenter.clear_cache()  # keys and stamps repeat from clip to clip: no features from another clip
     tracker.start(g0, clip.frames[0])
     ious, ms, pending = [], [], []  # pending: (frame index when ready, grounding, frame it was asked on)
     for k in range(1, len(clip.frames)):
@@ -105,16 +109,25 @@ def track_clip(pipe, clip, g0, name, gt, method: str, segment_every: int = 1,
         for ready, g, asked in [p for p in pending if p[0] <= k]:
             tracker.reground(g, asked, ids={x.id for x in tracker.tracks()})  # one question: all its tracks
         pending = [p for p in pending if p[0] > k]
-        up = tracker.update(clip.frames[k], key=f"{method}{k}")
+        up = tracker.update(clip.frames[k], key=f"track{k}")
+        spent = time.perf_counter() - t
         if reask is not None and k % reask[0] == 0:
-            t_ask = time.perf_counter()
-            g = pipe.answer(clip.frames[k], reask[1], interaction=reask[2], stamp=float(k))
-            lag = int(np.ceil((time.perf_counter() - t_ask) * clip.rate_hz))
-            pending.append((k + max(1, lag), g, clip.frames[k]))
-        ms.append((time.perf_counter() - t) * 1e3)
+            g, seconds = reask[1](k)  # its own seconds: a replayed answer costs what it cost when computed
+            spent += seconds
+            pending.append((k + max(1, int(np.ceil(seconds * clip.rate_hz))), g, clip.frames[k]))
+        ms.append(spent * 1e3)
         tr = next((x for x in (up.tracks if up else []) if x.entity == name and x.state == TRACKING), None)
         ious.append(_iou(tr.mask, clip.labels[k] == gt) if tr is not None else 0.0)
     return ious, ms
+
+
+def timed_answer(pipe, clip, q, inter):
+    """ask(k) for track_clip: the question answered on frame k, and the seconds it took."""
+    def ask(k):
+        t = time.perf_counter()
+        g = pipe.answer(clip.frames[k], q, interaction=inter, stamp=float(k))
+        return g, time.perf_counter() - t
+    return ask
 
 
 def reask_clip(pipe, clip, q, inter, name, gt) -> tuple[list[float], list[float]]:
@@ -178,8 +191,8 @@ def main(argv=None) -> int:
                     i, m = reask_clip(pipe, clip, q, inter, name, gt)
                 else:
                     method, every, reask = specs[row]
-                    i, m = track_clip(pipe, clip, g0, name, gt, method, every,
-                                      reask=(reask, q, inter) if reask else None)
+                    i, m = track_clip(make_tracker(pipe, method, every), clip, g0, name, gt,
+                                      reask=(reask, timed_answer(pipe, clip, q, inter)) if reask else None)
                 ious.append(float(np.mean(i)))
                 ms.extend(m)
             print(seed, q, {k: round(v[0][-1], 3) for k, v in rows.items()}, flush=True)

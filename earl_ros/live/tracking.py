@@ -61,8 +61,8 @@ class TrackerSettings:
     # carry the masks by optical flow in between
     # (5: with a re-ask every 10th frame, within a tenth of re-asking's compute; bench/tracking.py, README)
     reground_min_score: float = 0.7  # reground: a fresh answer's mask that the segmenter scores below this
-    # does not replace a running track's mask (on bench/tracking.py's val clips such masks were worse than
-    # the tracks they replaced: 0.11 against 0.19 mean IoU, 175 of 271 answers); 0: every answer replaces
+    # does not replace a running track's mask (on the val clips such masks were worse than the tracks they
+    # would replace, above it better; bench/tracking_replay.py); 0: every answer replaces
 
 
 @dataclass
