@@ -119,7 +119,8 @@ def replay(pipe, clips: dict, min_scores: list[float], every: tuple[int, int] = 
     """rows: label -> (per-question mean IoU, ms per frame); events of threshold 0; clip per question."""
     from training.data.synth_clips import moving_clip
 
-    rows = {f"default, track_reask_min_score {m:g}": ([], []) for m in min_scores}
+    label = {m: f"default, track_reask_min_score {m:g}" for m in min_scores}
+    rows = {label[m]: ([], []) for m in min_scores}
     rows[REASK] = ([], [])
     events, clip_of = [], []
     for seed, qs in clips.items():
@@ -137,8 +138,8 @@ def replay(pipe, clips: dict, min_scores: list[float], every: tuple[int, int] = 
                     _Witness(tracker, clip, events)
                 ask = (lambda k, qd=qd, answers=answers: (answers[k], qd["answers"][k]["seconds"]))
                 i, ms = track_clip(tracker, clip, answers[0], qd["name"], qd["gt"], reask=(every[1], ask))
-                rows[f"default, track_reask_min_score {m:g}"][0].append(float(np.mean(i)))
-                rows[f"default, track_reask_min_score {m:g}"][1].extend(ms)
+                rows[label[m]][0].append(float(np.mean(i)))
+                rows[label[m]][1].extend(ms)
             clip_of.append(seed)
         print(seed, {k: round(v[0][-1], 3) for k, v in rows.items() if v[0]}, flush=True)
     return rows, events, clip_of
